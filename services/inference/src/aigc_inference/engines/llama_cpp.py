@@ -1,0 +1,187 @@
+"""The CPU default engine: llama.cpp through llama-cpp-python, with a GGUF model.
+
+A llama.cpp context decodes one sequence at a time, so the engine keeps a pool of
+contexts (``contexts``, each with its own KV cache, sharing nothing but the file) and
+requests wait for a free one; the core bounds how many may wait. Decoding runs in a
+worker thread per request and hands deltas to the event loop, so the loop never blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import logging
+import random
+import threading
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from aigc_common.errors import Unavailable
+from aigc_common.types import ChatMessage, FinishReason
+
+from aigc_inference.engine import Engine, EngineDelta, EngineRequest, ModelInfo
+
+log = logging.getLogger(__name__)
+
+# Used when a GGUF carries no chat template: ChatML, which SmolLM2 and many small models use.
+_CHATML = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+class LlamaCppEngine(Engine):
+    """Serves one GGUF model from a pool of llama.cpp contexts."""
+
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        name: str = "smollm2-135m-instruct",
+        context_window: int = 2048,
+        threads: int = 2,
+        contexts: int = 1,
+        repeat_penalty: float = 1.1,
+    ) -> None:
+        self._path = model_path
+        self._info = ModelInfo(name=name, engine="llama_cpp", context_window=context_window)
+        self._threads = threads
+        self._contexts = contexts
+        # Small models loop on greedy decoding; a mild penalty keeps answers readable.
+        self._repeat_penalty = repeat_penalty
+        self._pool: asyncio.Queue[Any] = asyncio.Queue()
+        self._llamas: list[Any] = []
+        self._aborts: dict[str, threading.Event] = {}
+        self._formatter: Any = None
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    async def start(self) -> None:
+        if not self._path.is_file():
+            raise Unavailable(f"model file not found: {self._path}")
+        for _ in range(self._contexts):
+            llama = await asyncio.to_thread(self._load)
+            self._llamas.append(llama)
+            self._pool.put_nowait(llama)
+        self._formatter = self._make_formatter(self._llamas[0])
+        log.info(
+            "model loaded",
+            extra={"fields": {"model": self._info.name, "contexts": self._contexts, "threads": self._threads}},
+        )
+
+    def _load(self) -> Any:
+        from llama_cpp import Llama  # imported here: loading the native library is the slow part
+
+        return Llama(
+            model_path=str(self._path),
+            n_ctx=self._info.context_window,
+            n_threads=self._threads,
+            n_threads_batch=self._threads,
+            verbose=False,
+        )
+
+    @staticmethod
+    def _make_formatter(llama: Any) -> Any:
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        template = llama.metadata.get("tokenizer.chat_template") or _CHATML
+        eos = llama.detokenize([llama.token_eos()], special=True).decode("utf-8", "replace")
+        bos = llama.detokenize([llama.token_bos()], special=True).decode("utf-8", "replace")
+        return Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+
+    @property
+    def concurrency(self) -> int:
+        return self._contexts
+
+    def health(self) -> bool:
+        return len(self._llamas) == self._contexts and self._contexts > 0
+
+    def apply_chat_template(self, messages: Sequence[ChatMessage]) -> str:
+        result = self._formatter(messages=[{"role": str(m.role), "content": m.content} for m in messages])
+        return str(result.prompt)
+
+    def tokenize(self, text: str) -> list[int]:
+        # Tokenizing reads only the vocabulary, which the contexts share read-only.
+        return list(self._llamas[0].tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def abort(self, request_id: str) -> None:
+        event = self._aborts.get(request_id)
+        if event is not None:
+            event.set()
+
+    async def generate(self, request: EngineRequest) -> AsyncIterator[EngineDelta]:
+        llama = await self._pool.get()
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[EngineDelta | BaseException] = asyncio.Queue()
+        abort = threading.Event()
+        self._aborts[request.request_id] = abort
+
+        def emit(item: EngineDelta | BaseException) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        def decode() -> None:
+            try:
+                self._decode(llama, request, abort, emit)
+            except BaseException as exc:  # handed to the consumer, which re-raises it
+                emit(exc)
+            finally:
+                # The context goes back to the pool only when its thread is done with it.
+                loop.call_soon_threadsafe(self._pool.put_nowait, llama)
+
+        worker = threading.Thread(target=decode, name=f"llama-{request.request_id[:8]}", daemon=True)
+        worker.start()
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if item.finish_reason is not None:
+                    return
+        finally:
+            # Reached on normal end, on error and when the caller closes the stream (cancel).
+            abort.set()
+            self._aborts.pop(request.request_id, None)
+
+    def _decode(self, llama: Any, request: EngineRequest, abort: threading.Event, emit: Any) -> None:
+        from llama_cpp import llama_vocab_is_eog
+
+        sampling = request.sampling
+        temperature = 0.7 if sampling.temperature is None else sampling.temperature
+        llama.set_seed(sampling.seed if sampling.seed is not None else random.getrandbits(31))
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        room = self._info.context_window - len(request.prompt_token_ids)
+        limit = min(request.max_tokens, room)
+        produced = 0
+        vocab = llama._model.vocab
+        for token in llama.generate(
+            list(request.prompt_token_ids),
+            temp=temperature,
+            top_p=1.0 if sampling.top_p is None else sampling.top_p,
+            top_k=sampling.top_k,
+            min_p=0.0,
+            repeat_penalty=self._repeat_penalty,
+            reset=True,
+        ):
+            if abort.is_set():
+                emit(EngineDelta("", (), FinishReason.CANCELLED))
+                return
+            # End-of-generation covers EOS and template end markers such as <|im_end|>.
+            if llama_vocab_is_eog(vocab, token):
+                emit(EngineDelta(decoder.decode(b"", final=True), (), FinishReason.STOP))
+                return
+            produced += 1
+            text = decoder.decode(llama.detokenize([token], special=False))
+            done = produced >= limit
+            emit(EngineDelta(text, (token,), FinishReason.LENGTH if done else None))
+            if done:
+                return
+        emit(EngineDelta("", (), FinishReason.STOP))
+
+    async def stop(self) -> None:
+        for llama in self._llamas:
+            llama.close()
+        self._llamas.clear()
