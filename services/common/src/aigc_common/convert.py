@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from aigc.common.v1 import common_pb2
-
 from aigc_common.errors import InvalidArgument
 from aigc_common.types import ChatMessage, FinishReason, Role, SamplingParams, Usage
 
@@ -25,7 +24,9 @@ _FINISH_TO_PB = {
 _FINISH_FROM_PB = {v: k for k, v in _FINISH_TO_PB.items()}
 
 
-def messages_from_pb(messages: Iterable[common_pb2.ChatMessage], field: str = "messages") -> tuple[ChatMessage, ...]:
+def messages_from_pb(
+    messages: Iterable[common_pb2.ChatMessage], field: str = "messages"
+) -> tuple[ChatMessage, ...]:
     out = []
     for i, m in enumerate(messages):
         if m.role not in _ROLE_FROM_PB:

@@ -188,3 +188,14 @@ class TracingInterceptor(_AroundInterceptor):
                     raise
         finally:
             otel_context.detach(token)
+
+
+def error_from_rpc(exc: grpc.aio.AioRpcError, service: str) -> errors.AigcError:
+    """The domain error a remote status stands for, so a gateway re-raises it with its meaning."""
+    code = exc.code()
+    for cls, mapped in _CODES.items():
+        if mapped == code:
+            return cls(exc.details() or code.name)
+    if code == grpc.StatusCode.CANCELLED:
+        return errors.Unavailable(f"{service} cancelled the call")
+    return errors.Unavailable(f"{service} failed: {code.name}")

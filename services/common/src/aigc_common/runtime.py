@@ -24,7 +24,9 @@ log = logging.getLogger(__name__)
 class ProcessRuntime:
     """What one process shares among the services it hosts: the metrics registry and endpoint."""
 
-    def __init__(self, name: str, settings: ServiceSettings, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, name: str, settings: ServiceSettings, registry: CollectorRegistry | None = None
+    ) -> None:
         self.name = name
         self.settings = settings
         self.registry = registry or CollectorRegistry()
@@ -46,7 +48,9 @@ class ProcessRuntime:
 
 S = TypeVar("S", bound=ServiceSettings)
 Closer = Callable[[], Awaitable[None]]
-Builder = Callable[[ProcessRuntime], Awaitable[tuple[Sequence[ServiceBinding], Callable[[], Awaitable[None]]]]]
+Builder = Callable[
+    [ProcessRuntime], Awaitable[tuple[Sequence[ServiceBinding], Callable[[], Awaitable[None]]]]
+]
 
 
 async def serve(name: str, settings: ServiceSettings, build: Builder) -> None:

@@ -95,7 +95,9 @@ class GrpcServer:
             await self._server.wait_for_termination()
 
 
-async def run_until_signal(servers: Sequence[GrpcServer], on_stop: Callable[[], object] | None = None) -> None:
+async def run_until_signal(
+    servers: Sequence[GrpcServer], on_stop: Callable[[], object] | None = None
+) -> None:
     """Runs started servers until SIGTERM or SIGINT, then stops them gracefully."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

@@ -1,2 +1,260 @@
-def main() -> None:
-    raise SystemExit("placeholder")
+"""``aigc``: bring the local stack up and down, check health, and stream answers.
+
+aigc up [--single-process] [--no-infra]   start Kafka/Redis/Prometheus and every service
+aigc health                               health of every service
+aigc chat "question"                      stream an answer from the chat template
+aigc generate --template ID --var k=v     stream an answer from any template
+aigc down                                 stop what `up` started
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from aigc.common.v1 import common_pb2
+from aigc.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from aigc_gateway.stack import GATEWAY, SERVICES, ServiceSpec, repo_root, service_env
+
+
+def _run_dir() -> Path:
+    root = repo_root()
+    base = Path(
+        os.environ.get(
+            "AIGC_RUN_DIR", str(root / ".cache" / "run" if root else Path.home() / ".cache/aigc/run")
+        )
+    )
+    base.mkdir(parents=True, exist_ok=True)
+    return base
+
+
+def _say(message: str) -> None:
+    print(f"[aigc] {message}", file=sys.stderr, flush=True)
+
+
+def _stack_script(action: str) -> int:
+    root = repo_root()
+    if root is None:
+        _say("no source checkout found; start Kafka, Redis and Prometheus yourself or pass --no-infra")
+        return 1
+    return subprocess.call(["bash", str(root / "scripts" / "local-stack.sh"), action])
+
+
+async def _health(address: str, service: str = "", timeout: float = 2.0) -> str:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            return exc.code().name
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+
+async def _wait_serving(
+    specs: list[ServiceSpec], procs: dict[str, subprocess.Popen[bytes]], timeout: float
+) -> bool:
+    pending = {s.name: s for s in specs}
+    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    last_note = 0.0
+    while pending and time.monotonic() < deadline:
+        for name, spec in list(pending.items()):
+            proc = procs.get(name)
+            if proc is not None and proc.poll() is not None:
+                _say(f"{name} exited with code {proc.returncode}; see {_run_dir() / (name + '.log')}")
+                return False
+            if await _health(spec.address, spec.health_name, timeout=1.0) == "SERVING":
+                _say(f"{name:<9} serving on {spec.address} ({time.monotonic() - started:.1f}s)")
+                del pending[name]
+        if pending and time.monotonic() - last_note > 5:
+            _say(f"waiting for {', '.join(pending)} (the inference service loads the model)...")
+            last_note = time.monotonic()
+        await asyncio.sleep(0.25)
+    if pending:
+        _say(f"not serving after {timeout:.0f}s: {', '.join(pending)}")
+    return not pending
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    if not args.no_infra:
+        _say("starting Kafka, Redis and Prometheus (scripts/local-stack.sh up)")
+        if _stack_script("up") != 0:
+            return 1
+    run = _run_dir()
+    pids_file = run / "pids.json"
+    if pids_file.exists() and any(_alive(p) for p in json.loads(pids_file.read_text()).values()):
+        _say("services already running; `aigc down` first to restart them")
+        return 0 if asyncio.run(_wait_serving(list(SERVICES), {}, 10)) else 1
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    groups = (
+        [("stack", "aigc_gateway.stack", SERVICES)]
+        if args.single_process
+        else [(s.name, s.module, (s,)) for s in SERVICES]
+    )
+    for name, module, specs in groups:
+        env = dict(os.environ)
+        for spec in specs:
+            env.update(service_env(spec, single_process=args.single_process))
+        log = open(run / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
+        procs[name] = subprocess.Popen(
+            [sys.executable, "-m", module],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        _say(f"started {name} (pid {procs[name].pid}, log {run / (name + '.log')})")
+    pids_file.write_text(json.dumps({n: p.pid for n, p in procs.items()}))
+    watch = {s.name: procs["stack"] for s in SERVICES} if args.single_process else procs
+    ok = asyncio.run(_wait_serving(list(SERVICES), watch, args.timeout))
+    if ok:
+        _say(f"stack is up: gateway on {GATEWAY.address}, metrics on http://127.0.0.1:9101/metrics")
+    return 0 if ok else 1
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    pids_file = _run_dir() / "pids.json"
+    pids: dict[str, int] = json.loads(pids_file.read_text()) if pids_file.exists() else {}
+    for name, pid in pids.items():
+        if _alive(pid):
+            os.kill(pid, signal.SIGTERM)
+            _say(f"stopping {name} (pid {pid})")
+    deadline = time.monotonic() + 20
+    while any(_alive(p) for p in pids.values()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for name, pid in pids.items():
+        if _alive(pid):
+            _say(f"{name} did not stop in time; killing it")
+            os.kill(pid, signal.SIGKILL)
+    pids_file.unlink(missing_ok=True)
+    if not args.keep_infra:
+        return _stack_script("down")
+    return 0
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    async def check() -> bool:
+        healthy = True
+        for spec in SERVICES:
+            status = await _health(spec.address, spec.health_name)
+            healthy &= status == "SERVING"
+            print(f"{spec.name:<10} {spec.address:<17} {status}")
+        return healthy
+
+    return 0 if asyncio.run(check()) else 1
+
+
+def _parse_vars(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--var expects key=value, got {pair!r}")
+        out[key] = value
+    return out
+
+
+async def _stream(address: str, request: gateway_pb2.GenerateRequest) -> int:
+    start = time.perf_counter()
+    first = 0.0
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+        try:
+            async for reply in stub.Generate(request):
+                kind = reply.WhichOneof("event")
+                if kind == "delta":
+                    first = first or time.perf_counter()
+                    sys.stdout.write(reply.delta.text)
+                    sys.stdout.flush()
+                elif kind == "safety":
+                    print(f"\n[safety] {reply.safety.action}: {reply.safety.message}", file=sys.stderr)
+                elif kind == "started" and reply.started.cache_hit:
+                    print("[cache hit]", file=sys.stderr)
+                elif kind == "finished":
+                    f = reply.finished
+                    u = f.usage
+                    cost = f"{f.cost.amount_nanos / 1e9:.6f} {f.cost.currency}" if f.cost.currency else "n/a"
+                    ttft = (first - start) if first else 0.0
+                    print(
+                        f"\n\n[usage] prompt={u.prompt_tokens} completion={u.completion_tokens} cached={u.cached_tokens} "
+                        f"cost={cost} finish={common_pb2.FinishReason.Name(f.finish_reason)} "
+                        f"first_token={ttft:.2f}s total={time.perf_counter() - start:.2f}s",
+                        file=sys.stderr,
+                    )
+        except grpc.aio.AioRpcError as exc:
+            print(f"\nerror: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    request = gateway_pb2.GenerateRequest(
+        prompt=args.question,
+        skip_cache=args.no_cache,
+        sampling=common_pb2.SamplingParams(max_tokens=args.max_tokens),
+    )
+    return asyncio.run(_stream(args.address, request))
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    request = gateway_pb2.GenerateRequest(
+        template_id=args.template,
+        label=args.label,
+        variables=_parse_vars(args.var),
+        skip_cache=args.no_cache,
+        sampling=common_pb2.SamplingParams(max_tokens=args.max_tokens),
+    )
+    return asyncio.run(_stream(args.address, request))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="aigc", description="AIGC Engine command line.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start the local stack and every service")
+    up.add_argument("--single-process", action="store_true", help="host all services in one process")
+    up.add_argument("--no-infra", action="store_true", help="do not start Kafka, Redis and Prometheus")
+    up.add_argument("--timeout", type=float, default=180, help="seconds to wait for every service")
+    up.set_defaults(func=cmd_up)
+
+    down = sub.add_parser("down", help="stop what `aigc up` started")
+    down.add_argument("--keep-infra", action="store_true", help="leave Kafka, Redis and Prometheus running")
+    down.set_defaults(func=cmd_down)
+
+    sub.add_parser("health", help="health of every service").set_defaults(func=cmd_health)
+
+    for name, helptext in (("chat", "ask a question"), ("generate", "run a template")):
+        p = sub.add_parser(name, help=helptext)
+        if name == "chat":
+            p.add_argument("question")
+        else:
+            p.add_argument("--template", required=True, help="template id")
+            p.add_argument("--label", default="", help="template label (default production)")
+            p.add_argument(
+                "--var", action="append", default=[], help="template variable key=value (repeatable)"
+            )
+        p.add_argument("--address", default=GATEWAY.address, help="gateway host:port")
+        p.add_argument("--max-tokens", type=int, default=0, help="answer length cap (0 = template default)")
+        p.add_argument("--no-cache", action="store_true", help="bypass the answer cache")
+        p.set_defaults(func=cmd_chat if name == "chat" else cmd_generate)
+
+    args = parser.parse_args(argv)
+    raise SystemExit(args.func(args))

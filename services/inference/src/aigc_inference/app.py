@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from aigc_common.model_files import default_gguf_path
 from aigc_common.runtime import Builder, Closer, ProcessRuntime
 from aigc_common.server import ServiceBinding
-
 from aigc_inference.core import InferenceCore
 from aigc_inference.engines.llama_cpp import LlamaCppEngine
 from aigc_inference.metrics import InferenceMetrics

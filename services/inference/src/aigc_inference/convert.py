@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from aigc.inference.v1 import inference_pb2 as pb
-
 from aigc_common.convert import finish_to_pb, messages_from_pb, sampling_from_pb, usage_to_pb
 from aigc_common.types import GenerationDelta, GenerationEvent, GenerationFinished, GenerationRequest
-
 from aigc_inference.engine import ModelInfo
 
 

@@ -19,7 +19,6 @@ from aigc_common.types import (
     GenerationStarted,
     Usage,
 )
-
 from aigc_inference.engine import Engine, EngineRequest, ModelInfo
 from aigc_inference.metrics import InferenceMetrics
 
@@ -70,10 +69,12 @@ class InferenceCore:
             if not message.content and i != len(request.messages) - 1:
                 raise InvalidArgument("must not be empty", field=f"messages[{i}].content")
         s = request.sampling
-        if s.temperature is not None and not (0.0 <= s.temperature <= 2.0) or (
+        if (s.temperature is not None and not (0.0 <= s.temperature <= 2.0)) or (
             s.temperature is not None and math.isnan(s.temperature)
         ):
-            raise InvalidArgument(f"must be between 0 and 2, got {s.temperature}", field="sampling.temperature")
+            raise InvalidArgument(
+                f"must be between 0 and 2, got {s.temperature}", field="sampling.temperature"
+            )
         if s.top_p is not None and not (0.0 < s.top_p <= 1.0):
             raise InvalidArgument(f"must be in (0, 1], got {s.top_p}", field="sampling.top_p")
         if len(s.stop) > MAX_STOP_SEQUENCES:
@@ -111,7 +112,12 @@ class InferenceCore:
             self._metrics.queue_depth.labels(info.name).set(self._active)
 
     async def _stream(
-        self, request: GenerationRequest, request_id: str, prompt_ids: list[int], max_tokens: int, info: ModelInfo
+        self,
+        request: GenerationRequest,
+        request_id: str,
+        prompt_ids: list[int],
+        max_tokens: int,
+        info: ModelInfo,
     ) -> AsyncIterator[GenerationEvent]:
         stops = request.sampling.stop
         hold = max((len(s) for s in stops), default=1) - 1
@@ -148,7 +154,9 @@ class InferenceCore:
                             yield GenerationDelta(pending_text[:cut], tuple(pending_ids))
                         finish = FinishReason.STOP
                         break
-                release = len(pending_text) - hold if stops and delta.finish_reason is None else len(pending_text)
+                release = (
+                    len(pending_text) - hold if stops and delta.finish_reason is None else len(pending_text)
+                )
                 if release > 0 or pending_ids:
                     yield GenerationDelta(pending_text[:release], tuple(pending_ids))
                     pending_text, pending_ids = pending_text[release:], []

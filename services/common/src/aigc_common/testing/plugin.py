@@ -56,7 +56,9 @@ class LocalStack:
 
     def stop_started(self) -> None:
         if self.started:
-            subprocess.run(["bash", str(self.script), "down", *self.started], capture_output=True, timeout=120)
+            subprocess.run(
+                ["bash", str(self.script), "down", *self.started], capture_output=True, timeout=120
+            )
 
 
 @pytest.fixture(scope="session")

@@ -18,17 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from aigc_common.errors import Unavailable
+from aigc_common.tokenizer import GgufChatTokenizer
 from aigc_common.types import ChatMessage, FinishReason
-
 from aigc_inference.engine import Engine, EngineDelta, EngineRequest, ModelInfo
 
 log = logging.getLogger(__name__)
-
-# Used when a GGUF carries no chat template: ChatML, which SmolLM2 and many small models use.
-_CHATML = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 
 
 class LlamaCppEngine(Engine):
@@ -53,7 +47,7 @@ class LlamaCppEngine(Engine):
         self._pool: asyncio.Queue[Any] = asyncio.Queue()
         self._llamas: list[Any] = []
         self._aborts: dict[str, threading.Event] = {}
-        self._formatter: Any = None
+        self._tokenizer: GgufChatTokenizer | None = None
 
     @property
     def info(self) -> ModelInfo:
@@ -66,10 +60,12 @@ class LlamaCppEngine(Engine):
             llama = await asyncio.to_thread(self._load)
             self._llamas.append(llama)
             self._pool.put_nowait(llama)
-        self._formatter = self._make_formatter(self._llamas[0])
+        self._tokenizer = GgufChatTokenizer(self._llamas[0])
         log.info(
             "model loaded",
-            extra={"fields": {"model": self._info.name, "contexts": self._contexts, "threads": self._threads}},
+            extra={
+                "fields": {"model": self._info.name, "contexts": self._contexts, "threads": self._threads}
+            },
         )
 
     def _load(self) -> Any:
@@ -83,15 +79,6 @@ class LlamaCppEngine(Engine):
             verbose=False,
         )
 
-    @staticmethod
-    def _make_formatter(llama: Any) -> Any:
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-        template = llama.metadata.get("tokenizer.chat_template") or _CHATML
-        eos = llama.detokenize([llama.token_eos()], special=True).decode("utf-8", "replace")
-        bos = llama.detokenize([llama.token_bos()], special=True).decode("utf-8", "replace")
-        return Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
-
     @property
     def concurrency(self) -> int:
         return self._contexts
@@ -99,13 +86,17 @@ class LlamaCppEngine(Engine):
     def health(self) -> bool:
         return len(self._llamas) == self._contexts and self._contexts > 0
 
+    def _ready_tokenizer(self) -> GgufChatTokenizer:
+        if self._tokenizer is None:
+            raise Unavailable("the model is still loading")
+        return self._tokenizer
+
     def apply_chat_template(self, messages: Sequence[ChatMessage]) -> str:
-        result = self._formatter(messages=[{"role": str(m.role), "content": m.content} for m in messages])
-        return str(result.prompt)
+        return self._ready_tokenizer().apply_chat_template(messages)
 
     def tokenize(self, text: str) -> list[int]:
         # Tokenizing reads only the vocabulary, which the contexts share read-only.
-        return list(self._llamas[0].tokenize(text.encode("utf-8"), add_bos=False, special=True))
+        return self._ready_tokenizer().tokenize(text)
 
     def abort(self, request_id: str) -> None:
         event = self._aborts.get(request_id)
@@ -182,6 +173,14 @@ class LlamaCppEngine(Engine):
         emit(EngineDelta("", (), FinishReason.STOP))
 
     async def stop(self) -> None:
-        for llama in self._llamas:
+        """Aborts running requests and frees the contexts once no thread uses them."""
+        for event in list(self._aborts.values()):
+            event.set()
+        # Freeing a context under a decoding thread would crash the process: take each one back first.
+        held = []
+        for _ in range(len(self._llamas)):
+            held.append(await asyncio.wait_for(self._pool.get(), timeout=30))
+        for llama in held:
             llama.close()
         self._llamas.clear()
+        self._tokenizer = None

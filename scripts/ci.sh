@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# What CI runs after setup: lint, format check, typecheck, proto drift, then every test tier
+# against the real broker, Redis, Prometheus and CPU model. Ends with one summary line.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BIN=.venv/bin
+results=()
+failed=0
+
+step() {
+  local name=$1
+  shift
+  local start=$SECONDS
+  echo "::: $name"
+  if "$@"; then
+    results+=("$name ok ($((SECONDS - start))s)")
+  else
+    results+=("$name FAILED ($((SECONDS - start))s)")
+    failed=1
+  fi
+}
+
+step lint $BIN/ruff check services tests loadtests
+step format $BIN/ruff format --check services tests loadtests
+step typecheck $BIN/mypy
+step proto-drift env PYTHON=$BIN/python bash scripts/gen-protos.sh --check
+# pytest exits 5 when it collected no test: that is a failure here, never a silent pass.
+step tests $BIN/python -m pytest -p no:cacheprovider -rs
+
+echo "ci summary: ${results[*]}"
+exit $failed

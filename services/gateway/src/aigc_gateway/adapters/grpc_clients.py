@@ -1,0 +1,167 @@
+"""Ports served by remote services over gRPC (traced channels; remote statuses keep their meaning)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+import grpc
+
+from aigc.cache.v1 import cache_pb2, cache_pb2_grpc
+from aigc.inference.v1 import inference_pb2, inference_pb2_grpc
+from aigc.prompt.v1 import prompt_pb2, prompt_pb2_grpc
+from aigc.safety.v1 import safety_pb2, safety_pb2_grpc
+from aigc_cache.convert import partition_to_pb
+from aigc_cache.core import CachedAnswer, Partition
+from aigc_common.convert import (
+    finish_from_pb,
+    messages_from_pb,
+    messages_to_pb,
+    sampling_from_pb,
+    sampling_to_pb,
+    usage_from_pb,
+    usage_to_pb,
+)
+from aigc_common.interceptors import error_from_rpc
+from aigc_common.types import (
+    ChatMessage,
+    GenerationDelta,
+    GenerationEvent,
+    GenerationFinished,
+    GenerationRequest,
+    GenerationStarted,
+    SamplingParams,
+)
+from aigc_prompt.core import RenderedPrompt
+from aigc_safety.types import Action, RuleHit, Verdict
+
+T = TypeVar("T")
+
+_ACTIONS = {
+    safety_pb2.ACTION_ALLOW: Action.ALLOW,
+    safety_pb2.ACTION_REDACT: Action.REDACT,
+    safety_pb2.ACTION_BLOCK: Action.BLOCK,
+    safety_pb2.ACTION_REVIEW: Action.REVIEW,
+}
+
+
+async def _call(service: str, call: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return await call()
+    except grpc.aio.AioRpcError as exc:
+        raise error_from_rpc(exc, service) from None
+
+
+class GrpcPrompt:
+    def __init__(self, channel: grpc.aio.Channel, timeout: float) -> None:
+        self._stub = prompt_pb2_grpc.PromptServiceStub(channel)
+        self._timeout = timeout
+
+    async def render(
+        self, tenant_id: str, template_id: str, variables: Mapping[str, str], label: str, version: int
+    ) -> RenderedPrompt:
+        request = prompt_pb2.RenderRequest(
+            tenant_id=tenant_id,
+            template=prompt_pb2.TemplateRef(template_id=template_id, label=label, version=version),
+            variables=dict(variables),
+        )
+        r = await _call("prompt", lambda: self._stub.Render(request, timeout=self._timeout))
+        return RenderedPrompt(
+            template_id=template_id,
+            version=r.version,
+            bundle_id=r.bundle_id,
+            messages=messages_from_pb(r.messages),
+            model=r.model,
+            sampling=sampling_from_pb(r.sampling),
+            safety_policy=r.safety_policy,
+            knowledge_base=r.knowledge_base,
+        )
+
+
+class GrpcSafety:
+    def __init__(self, channel: grpc.aio.Channel, timeout: float) -> None:
+        self._stub = safety_pb2_grpc.SafetyServiceStub(channel)
+        self._timeout = timeout
+
+    async def check_input(self, tenant_id: str, policy: str, text: str) -> Verdict:
+        request = safety_pb2.CheckInputRequest(tenant_id=tenant_id, policy=policy, text=text)
+        r = await _call("safety", lambda: self._stub.CheckInput(request, timeout=self._timeout))
+        v = r.verdict
+        return Verdict(
+            action=_ACTIONS.get(v.action, Action.BLOCK),
+            policy_version=v.policy_version,
+            hits=tuple(
+                RuleHit(h.rule_id, h.category, h.severity, tuple((s.start, s.end) for s in h.spans), h.score)
+                for h in v.hits
+            ),
+            redacted_text=v.redacted_text,
+            message=v.message,
+        )
+
+
+class GrpcCache:
+    def __init__(self, channel: grpc.aio.Channel, timeout: float) -> None:
+        self._stub = cache_pb2_grpc.CacheServiceStub(channel)
+        self._timeout = timeout
+
+    async def lookup(
+        self, partition: Partition, messages: tuple[ChatMessage, ...], sampling: SamplingParams
+    ) -> CachedAnswer | None:
+        request = cache_pb2.LookupRequest(
+            partition=partition_to_pb(partition),
+            messages=messages_to_pb(messages),
+            sampling=sampling_to_pb(sampling),
+        )
+        r = await _call("cache", lambda: self._stub.Lookup(request, timeout=self._timeout))
+        return CachedAnswer(r.answer, usage_from_pb(r.usage)) if r.hit else None
+
+    async def store(
+        self,
+        partition: Partition,
+        messages: tuple[ChatMessage, ...],
+        sampling: SamplingParams,
+        answer: CachedAnswer,
+    ) -> bool:
+        request = cache_pb2.StoreRequest(
+            partition=partition_to_pb(partition),
+            messages=messages_to_pb(messages),
+            sampling=sampling_to_pb(sampling),
+            answer=answer.answer,
+            usage=usage_to_pb(answer.usage),
+        )
+        r = await _call("cache", lambda: self._stub.Store(request, timeout=self._timeout))
+        return bool(r.stored)
+
+
+class GrpcInference:
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = inference_pb2_grpc.InferenceServiceStub(channel)
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+        call: Any = self._stub.Generate(
+            inference_pb2.GenerateRequest(
+                request_id=request.request_id,
+                model=request.model,
+                messages=messages_to_pb(request.messages),
+                sampling=sampling_to_pb(request.sampling),
+                json_schema=request.json_schema,
+            )
+        )
+        try:
+            async for r in call:
+                kind = r.WhichOneof("event")
+                if kind == "started":
+                    s = r.started
+                    yield GenerationStarted(s.request_id, s.model, s.prompt_tokens)
+                elif kind == "delta":
+                    yield GenerationDelta(r.delta.text, tuple(r.delta.token_ids))
+                elif kind == "finished":
+                    f = r.finished
+                    yield GenerationFinished(
+                        finish_from_pb(f.finish_reason), usage_from_pb(f.usage), f.error_message
+                    )
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc, "inference") from None
+        finally:
+            # Closing our stream early (caller cancelled) must cancel the remote generation too.
+            call.cancel()

@@ -1,0 +1,230 @@
+"""The interactive pipeline: render -> input safety -> cache -> inference -> cache store.
+
+Plain async code over ports; no gRPC here. Later issues add auth, budgets, retrieval and
+output moderation as further stages of the same pipeline.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+
+from aigc_cache.core import CachedAnswer, Partition
+from aigc_common.errors import InvalidArgument, Unavailable
+from aigc_common.pricing import Price
+from aigc_common.types import (
+    FinishReason,
+    GenerationDelta,
+    GenerationFinished,
+    GenerationRequest,
+    GenerationStarted,
+    Role,
+    SamplingParams,
+    Usage,
+)
+from aigc_gateway.metrics import GatewayMetrics
+from aigc_gateway.ports import CachePort, InferencePort, PromptPort, SafetyPort
+from aigc_safety.types import Action
+
+log = logging.getLogger(__name__)
+
+CHAT_TEMPLATE = "chat"
+REPLAY_CHUNK_CHARS = 12
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayRequest:
+    """What a business team asks for."""
+
+    template_id: str = ""
+    label: str = ""
+    version: int = 0
+    variables: Mapping[str, str] = field(default_factory=dict)
+    prompt: str = ""
+    model: str = ""
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    skip_cache: bool = False
+    request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    request_id: str
+    bundle_id: str
+    model: str
+    cache_hit: bool
+    template_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class SafetyStop:
+    stage: str
+    action: str
+    policy_version: str
+    rule_ids: tuple[str, ...]
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    finish_reason: FinishReason
+    usage: Usage
+    currency: str
+    cost_nanos: int
+    time_to_first_token_seconds: float
+    duration_seconds: float
+
+
+GatewayEvent = Started | Delta | SafetyStop | Finished
+
+
+class Gateway:
+    """Runs one interactive generation through every stage, streaming what the caller sees."""
+
+    def __init__(
+        self,
+        *,
+        prompt: PromptPort,
+        safety: SafetyPort,
+        cache: CachePort,
+        inference: InferencePort,
+        metrics: GatewayMetrics,
+        prices: Mapping[str, Price],
+    ) -> None:
+        self._prompt = prompt
+        self._safety = safety
+        self._cache = cache
+        self._inference = inference
+        self._metrics = metrics
+        self._prices = dict(prices)
+
+    async def generate(self, tenant_id: str, req: GatewayRequest) -> AsyncIterator[GatewayEvent]:
+        start = time.perf_counter()
+        request_id = req.request_id or uuid.uuid4().hex
+        template_id = req.template_id or CHAT_TEMPLATE
+        variables = dict(req.variables)
+        if template_id == CHAT_TEMPLATE:
+            if not req.prompt.strip() and not variables.get("prompt", "").strip():
+                raise InvalidArgument("must not be empty", field="prompt")
+            variables.setdefault("prompt", req.prompt)
+        rendered = await self._prompt.render(tenant_id, template_id, variables, req.label, req.version)
+        model = req.model or rendered.model
+        sampling = req.sampling.merged_over(rendered.sampling)
+
+        # Only what the caller wrote is checked on the input side; template text is trusted.
+        user_text = "\n".join(m.content for m in rendered.messages if m.role == Role.USER)
+        verdict = await self._safety.check_input(tenant_id, rendered.safety_policy, user_text)
+        if verdict.action == Action.BLOCK:
+            self._metrics.safety_blocks.labels(tenant_id, "input").inc()
+            yield Started(request_id, rendered.bundle_id, model, False, rendered.version)
+            yield SafetyStop(
+                "input",
+                str(verdict.action),
+                verdict.policy_version,
+                tuple(h.rule_id for h in verdict.hits),
+                verdict.message,
+            )
+            yield Finished(FinishReason.CONTENT_FILTER, Usage(), "", 0, 0.0, time.perf_counter() - start)
+            return
+
+        partition = Partition(tenant_id, rendered.bundle_id, model, verdict.policy_version)
+        if not req.skip_cache:
+            hit = await self._cache.lookup(partition, rendered.messages, sampling)
+            if hit is not None:
+                async for event in self._replay(
+                    tenant_id, request_id, rendered.bundle_id, model, rendered.version, hit, start
+                ):
+                    yield event
+                return
+
+        answer: list[str] = []
+        first_token_at = 0.0
+        finished: GenerationFinished | None = None
+        stream = self._inference.generate(
+            GenerationRequest(
+                messages=rendered.messages, sampling=sampling, model=model, request_id=request_id
+            )
+        )
+        try:
+            async for event in stream:
+                if isinstance(event, GenerationStarted):
+                    model = event.model
+                    yield Started(request_id, rendered.bundle_id, model, False, rendered.version)
+                elif isinstance(event, GenerationDelta):
+                    if event.text:
+                        if not first_token_at:
+                            first_token_at = time.perf_counter()
+                        answer.append(event.text)
+                        yield Delta(event.text)
+                elif isinstance(event, GenerationFinished):
+                    finished = event
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+        if finished is None:
+            raise Unavailable("the inference service ended the stream without a result")
+
+        usage = finished.usage
+        price = self._prices.get(model)
+        cost = price.cost_nanos(usage.prompt_tokens, usage.completion_tokens) if price else 0
+        self._account(tenant_id, model, usage, price, cost)
+        if not req.skip_cache and finished.finish_reason in (FinishReason.STOP, FinishReason.LENGTH):
+            # Only complete, allowed answers are cached (the input verdict let this request through).
+            await self._cache.store(
+                partition, rendered.messages, sampling, CachedAnswer("".join(answer), usage)
+            )
+        yield Finished(
+            finished.finish_reason,
+            usage,
+            price.currency if price else "",
+            cost,
+            (first_token_at - start) if first_token_at else 0.0,
+            time.perf_counter() - start,
+        )
+
+    async def _replay(
+        self,
+        tenant_id: str,
+        request_id: str,
+        bundle_id: str,
+        model: str,
+        version: int,
+        hit: CachedAnswer,
+        start: float,
+    ) -> AsyncIterator[GatewayEvent]:
+        """Replays a cached answer as a stream, so callers handle hits and misses alike."""
+        yield Started(request_id, bundle_id, model, True, version)
+        text = hit.answer
+        first = time.perf_counter()
+        for i in range(0, len(text), REPLAY_CHUNK_CHARS):
+            yield Delta(text[i : i + REPLAY_CHUNK_CHARS])
+        usage = Usage(
+            hit.usage.prompt_tokens, hit.usage.completion_tokens, cached_tokens=hit.usage.completion_tokens
+        )
+        self._metrics.tokens.labels(tenant_id, model, "cached").inc(usage.cached_tokens)
+        self._metrics.cache_tokens_saved.labels(tenant_id).inc(usage.cached_tokens)
+        price = self._prices.get(model)
+        # A hit costs no model time: it is charged nothing, and says so.
+        yield Finished(
+            FinishReason.STOP,
+            usage,
+            price.currency if price else "",
+            0,
+            first - start,
+            time.perf_counter() - start,
+        )
+
+    def _account(
+        self, tenant_id: str, model: str, usage: Usage, price: Price | None, cost_nanos: int
+    ) -> None:
+        self._metrics.tokens.labels(tenant_id, model, "prompt").inc(usage.prompt_tokens)
+        self._metrics.tokens.labels(tenant_id, model, "completion").inc(usage.completion_tokens)
+        if price is not None:
+            self._metrics.cost.labels(tenant_id, model, price.currency).inc(cost_nanos / 1e9)

@@ -1,0 +1,35 @@
+"""Instruments of the gateway: tokens and cost per tenant and model, cache savings."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter
+
+
+class GatewayMetrics:
+    """Counters SREs and finance read; label values are bounded (tenant ids, model names)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.tokens = Counter(
+            "aigc_tokens_total",
+            "Tokens per tenant and model, by kind: prompt, completion, or cached (served from the cache).",
+            ["tenant", "model", "kind"],
+            registry=registry,
+        )
+        self.cost = Counter(
+            "aigc_cost",
+            "Cost charged per tenant and model, in currency units.",
+            ["tenant", "model", "currency"],
+            registry=registry,
+        )
+        self.cache_tokens_saved = Counter(
+            "aigc_cache_tokens_saved",
+            "Completion tokens served from the cache instead of the model.",
+            ["tenant"],
+            registry=registry,
+        )
+        self.safety_blocks = Counter(
+            "aigc_gateway_safety_blocks",
+            "Requests the gateway stopped on a safety verdict, by stage.",
+            ["tenant", "stage"],
+            registry=registry,
+        )

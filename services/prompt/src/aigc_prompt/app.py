@@ -1,0 +1,44 @@
+"""Composition root of the prompt service."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from aigc_common.model_files import default_gguf_path
+from aigc_common.pricing import Price
+from aigc_common.runtime import Builder, Closer, ProcessRuntime
+from aigc_common.server import ServiceBinding
+from aigc_common.tokenizer import GgufChatTokenizer
+from aigc_prompt.core import PromptCore
+from aigc_prompt.servicer import binding
+from aigc_prompt.settings import PromptSettings
+from aigc_prompt.templates import load_template_dir
+
+
+async def build_core(settings: PromptSettings, runtime: ProcessRuntime | None = None) -> PromptCore:
+    """Loads templates and the tokenizer; fails at start-up on a broken template file."""
+    templates = load_template_dir(settings.templates_dir)
+    tokenizer = await asyncio.to_thread(
+        GgufChatTokenizer.from_path, settings.tokenizer_path or default_gguf_path()
+    )
+    return PromptCore(
+        templates,
+        count_tokens=tokenizer.count_messages,
+        prices={name: Price.from_setting(p) for name, p in settings.prices.items()},
+        default_model=settings.default_model,
+    )
+
+
+def builder(settings: PromptSettings) -> Builder:
+    """What ``run_service`` calls to build the service in a process."""
+
+    async def build(runtime: ProcessRuntime) -> tuple[Sequence[ServiceBinding], Closer]:
+        core = await build_core(settings, runtime)
+
+        async def close() -> None:
+            return None
+
+        return [binding(core)], close
+
+    return build

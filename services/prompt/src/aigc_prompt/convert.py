@@ -1,0 +1,53 @@
+"""Prompt protos <-> domain objects; pure functions."""
+
+from __future__ import annotations
+
+from aigc.prompt.v1 import prompt_pb2 as pb
+from aigc_common.convert import messages_to_pb, sampling_to_pb
+from aigc_prompt.core import RenderedPrompt
+from aigc_prompt.templates import TemplateEntry, TemplateVersion
+
+
+def rendered_to_pb(r: RenderedPrompt) -> pb.RenderResponse:
+    return pb.RenderResponse(
+        version=r.version,
+        bundle_id=r.bundle_id,
+        messages=messages_to_pb(r.messages),
+        model=r.model,
+        sampling=sampling_to_pb(r.sampling),
+        safety_policy=r.safety_policy,
+        knowledge_base=r.knowledge_base,
+    )
+
+
+def summary_to_pb(entry: TemplateEntry, labels: dict[str, int]) -> pb.TemplateSummary:
+    latest = entry.versions[entry.latest].spec
+    return pb.TemplateSummary(
+        template_id=entry.template_id,
+        description=latest.description,
+        labels=labels,
+        latest_version=entry.latest,
+    )
+
+
+def template_to_pb(tv: TemplateVersion, labels: dict[str, int]) -> pb.GetTemplateResponse:
+    spec = tv.spec
+    return pb.GetTemplateResponse(
+        template_id=spec.id,
+        version=spec.version,
+        description=spec.description,
+        labels=labels,
+        strategy=spec.strategy,
+        variables=[
+            pb.VariableSpec(
+                name=name,
+                type=v.type,
+                required=v.required,
+                max_length=v.max_length,
+                allowed_values=v.allowed_values,
+                default_value=v.default or "",
+                description=v.description,
+            )
+            for name, v in spec.variables.items()
+        ],
+    )

@@ -1,0 +1,240 @@
+"""Prompt product logic: resolve a template version, validate variables, render in a
+sandbox, compute the bundle id, move labels, estimate cost. No gRPC here."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from jinja2 import StrictUndefined, TemplateError, UndefinedError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from aigc_common.errors import InvalidArgument, NotFound, PermissionDenied
+from aigc_common.pricing import Price
+from aigc_common.types import ChatMessage, Role, SamplingParams
+from aigc_prompt.templates import TemplateEntry, TemplateVersion
+
+MAX_RENDERED_CHARS = 64_000
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedPrompt:
+    """A template version rendered into messages, with everything needed to run it."""
+
+    template_id: str
+    version: int
+    bundle_id: str
+    messages: tuple[ChatMessage, ...]
+    model: str
+    sampling: SamplingParams
+    safety_policy: str
+    knowledge_base: str
+
+
+@dataclass(frozen=True, slots=True)
+class LabelMove:
+    """One label move, kept for the audit trail."""
+
+    template_id: str
+    label: str
+    from_version: int
+    to_version: int
+    actor: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CostEstimate:
+    """Tokens and cost of a render times a number of items."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    currency: str
+    amount_nanos: int
+
+
+class PromptCore:
+    """Serves templates loaded by the caller (see ``templates.load_template_dir``)."""
+
+    def __init__(
+        self,
+        templates: Mapping[str, TemplateEntry],
+        *,
+        count_tokens: Callable[[tuple[ChatMessage, ...]], int],
+        prices: Mapping[str, Price],
+        default_model: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._templates = dict(templates)
+        self._count_tokens = count_tokens
+        self._prices = dict(prices)
+        self._default_model = default_model
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.label_history: list[LabelMove] = []
+        # Undefined variables are errors, attribute escapes are blocked, templates cannot change state.
+        self._env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+
+    def _entry(self, tenant_id: str, template_id: str) -> TemplateEntry:
+        if not template_id:
+            raise InvalidArgument("must not be empty", field="template_id")
+        entry = self._templates.get(template_id)
+        if entry is None:
+            raise InvalidArgument(f"unknown template {template_id!r}", field="template_id")
+        tenants = entry.versions[entry.latest].spec.tenants
+        if tenants and tenant_id not in tenants:
+            raise PermissionDenied(f"template {template_id!r} belongs to another tenant", field="template_id")
+        return entry
+
+    def resolve(self, tenant_id: str, template_id: str, label: str = "", version: int = 0) -> TemplateVersion:
+        """The immutable version a label (default ``production``) or explicit version names."""
+        entry = self._entry(tenant_id, template_id)
+        if version:
+            if version not in entry.versions:
+                raise InvalidArgument(f"template {template_id!r} has no version {version}", field="version")
+            return entry.versions[version]
+        label = label or "production"
+        with self._lock:
+            resolved = entry.labels.get(label)
+        if resolved is None:
+            raise InvalidArgument(f"template {template_id!r} has no label {label!r}", field="label")
+        return entry.versions[resolved]
+
+    def _variables(self, tv: TemplateVersion, given: Mapping[str, str]) -> dict[str, str]:
+        specs = tv.spec.variables
+        unknown = sorted(set(given) - set(specs))
+        if unknown:
+            raise InvalidArgument(
+                f"template {tv.spec.id!r} has no variable {unknown[0]!r}", field=f"variables.{unknown[0]}"
+            )
+        values: dict[str, str] = {}
+        for name, spec in specs.items():
+            value = given.get(name)
+            if value is None or value == "":
+                if spec.required:
+                    raise InvalidArgument("is required and missing", field=f"variables.{name}")
+                value = spec.default or ""
+            if len(value) > spec.max_length:
+                raise InvalidArgument(f"longer than {spec.max_length} characters", field=f"variables.{name}")
+            if spec.type == "enum" and value and value not in spec.allowed_values:
+                raise InvalidArgument(f"must be one of {spec.allowed_values}", field=f"variables.{name}")
+            if spec.type == "integer" and value and not value.lstrip("-").isdigit():
+                raise InvalidArgument("must be an integer", field=f"variables.{name}")
+            values[name] = value
+        return values
+
+    def bundle_id(self, tv: TemplateVersion, model: str) -> str:
+        """Stable id of (template version, strategy, parameters, policy, knowledge base, model)."""
+        spec = tv.spec
+        material = json.dumps(
+            {
+                "template": spec.id,
+                "version": spec.version,
+                "content": tv.content_hash,
+                "strategy": spec.strategy,
+                "parameters": spec.parameters.model_dump(),
+                "safety_policy": spec.safety_policy,
+                "knowledge_base": spec.knowledge_base,
+                "model": model,
+            },
+            sort_keys=True,
+        )
+        return "b-" + hashlib.sha256(material.encode()).hexdigest()[:16]
+
+    def render(
+        self,
+        tenant_id: str,
+        template_id: str,
+        variables: Mapping[str, str],
+        label: str = "",
+        version: int = 0,
+    ) -> RenderedPrompt:
+        """Renders the resolved version; variable values are data, never template syntax."""
+        tv = self.resolve(tenant_id, template_id, label, version)
+        values = self._variables(tv, variables)
+        messages = []
+        total = 0
+        for i, m in enumerate(tv.spec.messages):
+            try:
+                content = self._env.from_string(m.content).render(**values)
+            except UndefinedError as exc:
+                raise InvalidArgument(
+                    f"template references an undefined variable: {exc.message}", field="variables"
+                ) from None
+            except TemplateError as exc:
+                raise InvalidArgument(f"template failed to render: {exc}", field=f"messages[{i}]") from None
+            total += len(content)
+            if total > MAX_RENDERED_CHARS:
+                raise InvalidArgument(
+                    f"rendered prompt exceeds {MAX_RENDERED_CHARS} characters", field="variables"
+                )
+            messages.append(ChatMessage(Role(m.role), content))
+        params = tv.spec.parameters
+        model = tv.spec.model or self._default_model
+        return RenderedPrompt(
+            template_id=tv.spec.id,
+            version=tv.spec.version,
+            bundle_id=self.bundle_id(tv, model),
+            messages=tuple(messages),
+            model=model,
+            sampling=SamplingParams(
+                max_tokens=params.max_tokens,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                stop=tuple(params.stop),
+            ),
+            safety_policy=tv.spec.safety_policy,
+            knowledge_base=tv.spec.knowledge_base,
+        )
+
+    def list_templates(self, tenant_id: str) -> list[TemplateEntry]:
+        visible = []
+        for entry in sorted(self._templates.values(), key=lambda e: e.template_id):
+            tenants = entry.versions[entry.latest].spec.tenants
+            if not tenants or tenant_id in tenants:
+                visible.append(entry)
+        return visible
+
+    def labels(self, template_id: str) -> dict[str, int]:
+        with self._lock:
+            return dict(self._templates[template_id].labels)
+
+    def set_label(self, tenant_id: str, template_id: str, label: str, version: int, actor: str) -> int:
+        """Points ``label`` at ``version`` atomically; returns the previous version (0 if new)."""
+        entry = self._entry(tenant_id, template_id)
+        if not label:
+            raise InvalidArgument("must not be empty", field="label")
+        if version not in entry.versions:
+            raise NotFound(f"template {template_id!r} has no version {version}", field="version")
+        with self._lock:
+            previous = entry.labels.get(label, 0)
+            entry.labels[label] = version
+            self.label_history.append(
+                LabelMove(template_id, label, previous, version, actor or "unknown", self._clock())
+            )
+        return previous
+
+    def estimate_cost(
+        self,
+        tenant_id: str,
+        template_id: str,
+        variables: Mapping[str, str],
+        *,
+        label: str = "",
+        version: int = 0,
+        item_count: int = 1,
+        completion_tokens_per_item: int = 0,
+    ) -> CostEstimate:
+        """Worst case unless told otherwise: max_tokens completion tokens per item."""
+        rendered = self.render(tenant_id, template_id, variables, label, version)
+        items = max(item_count, 1)
+        prompt = self._count_tokens(rendered.messages) * items
+        completion = (completion_tokens_per_item or rendered.sampling.max_tokens) * items
+        price = self._prices.get(rendered.model)
+        if price is None:
+            return CostEstimate(prompt, completion, "", 0)
+        return CostEstimate(prompt, completion, price.currency, price.cost_nanos(prompt, completion))

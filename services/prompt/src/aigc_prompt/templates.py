@@ -1,0 +1,147 @@
+"""Template files: ``prompt_templates/<id>/v<N>.yaml`` (immutable versions) and ``labels.yaml``.
+
+Loading validates every file and fails with the file and the field at fault, so a broken
+template is caught before it serves anyone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from aigc_common.errors import ConfigError
+
+_VERSION_FILE = re.compile(r"^v(\d+)\.ya?ml$")
+
+
+class VariableSpec(BaseModel):
+    """A typed template variable."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field("string", pattern="^(string|integer|number|boolean|enum)$")
+    required: bool = False
+    max_length: int = Field(4000, ge=1)
+    allowed_values: list[str] = Field(default_factory=list)
+    default: str | None = None
+    description: str = ""
+
+
+class MessageSpec(BaseModel):
+    """One message of the template, its content a sandboxed Jinja2 template."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: str = Field(pattern="^(system|user|assistant)$")
+    content: str
+
+
+class Parameters(BaseModel):
+    """Model parameters the template asks for."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_tokens: int = Field(256, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    stop: list[str] = Field(default_factory=list)
+
+
+class TemplateFile(BaseModel):
+    """The schema of one template version file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]{1,63}$")
+    version: int = Field(ge=1)
+    description: str = ""
+    tenants: list[str] = Field(default_factory=list)
+    model: str = ""
+    strategy: str = Field("none", pattern="^(none)$")
+    safety_policy: str = ""
+    knowledge_base: str = ""
+    parameters: Parameters = Field(default_factory=Parameters)
+    variables: dict[str, VariableSpec] = Field(default_factory=dict)
+    messages: list[MessageSpec] = Field(min_length=1)
+
+    @field_validator("variables")
+    @classmethod
+    def _names(cls, value: dict[str, VariableSpec]) -> dict[str, VariableSpec]:
+        for name in value:
+            if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+                raise ValueError(f"variable name {name!r} must be lower_snake_case")
+        return value
+
+
+@dataclass(frozen=True)
+class TemplateVersion:
+    """One immutable, validated version with the hash of its file."""
+
+    spec: TemplateFile
+    content_hash: str
+    path: Path
+
+
+@dataclass
+class TemplateEntry:
+    """All versions of a template and its labels."""
+
+    template_id: str
+    versions: dict[int, TemplateVersion] = field(default_factory=dict)
+    labels: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def latest(self) -> int:
+        return max(self.versions)
+
+
+def _load_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{where}: invalid YAML: {exc}") from None
+
+
+def load_template_dir(root: Path) -> dict[str, TemplateEntry]:
+    """Loads and validates every template under ``root``."""
+    if not root.is_dir():
+        raise ConfigError(f"template folder {root} does not exist; set the templates_dir setting")
+    entries: dict[str, TemplateEntry] = {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        entry = TemplateEntry(folder.name)
+        for path in sorted(folder.iterdir()):
+            match = _VERSION_FILE.match(path.name)
+            if not match:
+                continue
+            raw = path.read_bytes()
+            try:
+                spec = TemplateFile.model_validate(_load_yaml(path))
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                loc = ".".join(str(p) for p in err["loc"])
+                raise ConfigError(f"{path}: field {loc}: {err['msg']}") from None
+            if spec.id != folder.name or spec.version != int(match.group(1)):
+                raise ConfigError(
+                    f"{path}: id/version must match the folder and file name ({folder.name}, v{match.group(1)})"
+                )
+            entry.versions[spec.version] = TemplateVersion(spec, hashlib.sha256(raw).hexdigest(), path)
+        if not entry.versions:
+            continue
+        labels_path = folder / "labels.yaml"
+        labels = _load_yaml(labels_path) if labels_path.exists() else {"production": entry.latest}
+        if not isinstance(labels, dict):
+            raise ConfigError(f"{labels_path}: must map label names to version numbers")
+        for label, version in labels.items():
+            if version not in entry.versions:
+                raise ConfigError(f"{labels_path}: label {label!r} points at missing version {version}")
+            entry.labels[str(label)] = int(version)
+        entries[entry.template_id] = entry
+    return entries
