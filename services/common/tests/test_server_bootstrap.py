@@ -42,7 +42,9 @@ async def test_health_serving_and_reflection(served: tuple[GrpcServer, Collector
             reply = await health.Check(health_pb2.HealthCheckRequest(service=name))
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-        responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        responses = stub.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        )
         names = {s.name async for r in responses for s in r.list_services_response.service}
     assert {"aigc.cache.v1.CacheService", "grpc.health.v1.Health"} <= names
 
@@ -65,7 +67,10 @@ async def test_domain_error_becomes_invalid_argument_and_is_counted(
         )
         assert not ok.hit
     labels = {"service": "cache", "method": "Lookup"}
-    assert registry.get_sample_value("aigc_rpc_duration_seconds_count", {**labels, "code": "INVALID_ARGUMENT"}) == 1
+    assert (
+        registry.get_sample_value("aigc_rpc_duration_seconds_count", {**labels, "code": "INVALID_ARGUMENT"})
+        == 1
+    )
     assert registry.get_sample_value("aigc_rpc_duration_seconds_count", {**labels, "code": "OK"}) == 1
     assert registry.get_sample_value("aigc_rpc_in_flight", labels) == 0
 

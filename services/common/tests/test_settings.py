@@ -57,3 +57,17 @@ def test_env_prefix_and_nested_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings(GatewaySettings)
     assert settings.grpc.port == 50999
     assert settings.inference.mode == "inprocess"
+
+
+@pytest.mark.parametrize("service", ["gateway", "prompt", "retrieval", "inference", "safety", "cache"])
+def test_service_readme_settings_table_is_current(service: str) -> None:
+    from pathlib import Path
+
+    from aigc_common.settings_doc import BEGIN, SERVICE_SETTINGS, _load, render_readme
+
+    readme = Path(__file__).resolve().parents[2] / service / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    assert BEGIN in text, f"{readme} has no generated settings table"
+    assert render_readme(text, _load(SERVICE_SETTINGS[service])) == text, (
+        f"{readme} is stale: run `python -m aigc_common.settings_doc`"
+    )

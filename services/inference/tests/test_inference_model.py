@@ -79,7 +79,9 @@ async def test_stream_usage_matches_the_tokenizer(served: Served) -> None:
 async def test_max_tokens_ends_with_length(served: Served) -> None:
     async with grpc.aio.insecure_channel(served.server.address) as channel:
         stub = pb_grpc.InferenceServiceStub(channel)
-        replies = [r async for r in stub.Generate(_request("Write a long story about a dragon.", max_tokens=5))]
+        replies = [
+            r async for r in stub.Generate(_request("Write a long story about a dragon.", max_tokens=5))
+        ]
     finished = replies[-1].finished
     assert finished.finish_reason == common_pb2.FINISH_REASON_LENGTH
     assert finished.usage.completion_tokens == 5
@@ -135,9 +137,12 @@ async def test_cancel_stops_the_engine(served: Served) -> None:
     completion = served.registry
     async with grpc.aio.insecure_channel(served.server.address) as channel:
         stub = pb_grpc.InferenceServiceStub(channel)
-        before = completion.get_sample_value(
-            "aigc_engine_tokens_total", {"model": served.engine.info.name, "kind": "completion"}
-        ) or 0.0
+        before = (
+            completion.get_sample_value(
+                "aigc_engine_tokens_total", {"model": served.engine.info.name, "kind": "completion"}
+            )
+            or 0.0
+        )
         call = stub.Generate(_request("Write a very long essay about the sea.", max_tokens=400))
         seen = 0
         async for reply in call:
@@ -148,7 +153,7 @@ async def test_cancel_stops_the_engine(served: Served) -> None:
                     break
         # The engine's slot frees up once decoding stops; wait for the count to settle.
         deadline = time.monotonic() + 10
-        while served.engine._pool.qsize() == 0 and time.monotonic() < deadline:
+        while served.engine._pool.qsize() == 0 and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
     after = completion.get_sample_value(
         "aigc_engine_tokens_total", {"model": served.engine.info.name, "kind": "completion"}

@@ -53,5 +53,9 @@ class FailedPrecondition(AigcError):
     """The system is not in a state to do this (e.g. a cancelled batch job)."""
 
 
+class Unimplemented(AigcError):
+    """The RPC is declared in the API but not available in this release."""
+
+
 class ConfigError(Exception):
     """Configuration is invalid; raised at start-up with what to change."""

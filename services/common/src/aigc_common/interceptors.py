@@ -34,6 +34,7 @@ _CODES: dict[type[errors.AigcError], grpc.StatusCode] = {
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
 }
 
 
@@ -41,7 +42,7 @@ def status_code_for(error: errors.AigcError) -> grpc.StatusCode:
     """The gRPC status code of a domain error."""
     for cls in type(error).__mro__:
         if cls in _CODES:
-            return _CODES[cls]  # type: ignore[index]
+            return _CODES[cls]
     return grpc.StatusCode.UNKNOWN
 
 

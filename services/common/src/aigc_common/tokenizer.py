@@ -39,7 +39,8 @@ class GgufChatTokenizer:
         return cls(Llama(model_path=str(path), vocab_only=True, verbose=False))
 
     def apply_chat_template(self, messages: Sequence[ChatMessage]) -> str:
-        result = self._formatter(messages=[{"role": str(m.role), "content": m.content} for m in messages])
+        chat: Any = [{"role": str(m.role), "content": m.content} for m in messages]
+        result = self._formatter(messages=chat)
         return str(result.prompt)
 
     def tokenize(self, text: str) -> list[int]:

@@ -139,10 +139,10 @@ class Gateway:
         if not req.skip_cache:
             hit = await self._cache.lookup(partition, rendered.messages, sampling)
             if hit is not None:
-                async for event in self._replay(
+                async for replayed in self._replay(
                     tenant_id, request_id, rendered.bundle_id, model, rendered.version, hit, start
                 ):
-                    yield event
+                    yield replayed
                 return
 
         answer: list[str] = []

@@ -99,18 +99,23 @@ async def serve_all_in_one() -> None:
     # One process, one /metrics endpoint: the gateway's port serves every service's instruments.
     runtime = ProcessRuntime("stack", gateway_settings)
     runtime.start()
+    prompt_settings = load_settings(PromptSettings)
+    retrieval_settings = load_settings(RetrievalSettings)
+    inference_settings = load_settings(InferenceSettings)
+    safety_settings = load_settings(SafetySettings)
+    cache_settings = load_settings(CacheSettings)
     settings: dict[str, ServiceSettings] = {
-        "prompt": load_settings(PromptSettings),
-        "retrieval": load_settings(RetrievalSettings),
-        "inference": load_settings(InferenceSettings),
-        "safety": load_settings(SafetySettings),
-        "cache": load_settings(CacheSettings),
+        "prompt": prompt_settings,
+        "retrieval": retrieval_settings,
+        "inference": inference_settings,
+        "safety": safety_settings,
+        "cache": cache_settings,
     }
-    prompt = await build_prompt(settings["prompt"], runtime)  # type: ignore[arg-type]
-    retrieval = await build_retrieval(settings["retrieval"], runtime)  # type: ignore[arg-type]
-    inference = await build_inference(settings["inference"], runtime)  # type: ignore[arg-type]
-    safety = await build_safety(settings["safety"], runtime)  # type: ignore[arg-type]
-    cache = await build_cache(settings["cache"], runtime)  # type: ignore[arg-type]
+    prompt = await build_prompt(prompt_settings, runtime)
+    retrieval = await build_retrieval(retrieval_settings, runtime)
+    inference = await build_inference(inference_settings, runtime)
+    safety = await build_safety(safety_settings, runtime)
+    cache = await build_cache(cache_settings, runtime)
     wiring = await build_gateway(
         gateway_settings,
         runtime,

@@ -37,7 +37,7 @@ class RedisStore:
         return removed
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._client.aclose()  # type: ignore[attr-defined]  # types-redis lags redis 5+
 
 
 def _glob_escape(text: str) -> str:

@@ -1,0 +1,119 @@
+"""Template loading, sandboxed rendering, labels and cost estimates, on the shipped templates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aigc_common.errors import ConfigError, InvalidArgument, NotFound, PermissionDenied
+from aigc_common.pricing import Price
+from aigc_common.types import ChatMessage, Role
+from aigc_prompt.core import PromptCore
+from aigc_prompt.settings import PromptSettings
+from aigc_prompt.templates import load_template_dir
+
+TEMPLATES = PromptSettings().templates_dir
+
+
+def _count(messages: tuple[ChatMessage, ...]) -> int:
+    # A stand-in tokenizer: one token per character is enough to check the arithmetic.
+    return sum(len(m.content) for m in messages)
+
+
+def _core(root: Path = TEMPLATES) -> PromptCore:
+    return PromptCore(
+        load_template_dir(root),
+        count_tokens=_count,
+        prices={"smollm2-135m-instruct": Price("CNY", 1.0, 2.0)},
+        default_model="smollm2-135m-instruct",
+        clock=lambda: 1000.0,
+    )
+
+
+def test_renders_the_chat_template_with_the_production_label() -> None:
+    rendered = _core().render("acme", "chat", {"prompt": "长城有多长？"})
+    assert rendered.version == 1
+    assert rendered.messages[-1] == ChatMessage(Role.USER, "长城有多长？")
+    assert rendered.messages[0].role == Role.SYSTEM
+    assert rendered.bundle_id.startswith("b-")
+    assert rendered.sampling.max_tokens == 256
+
+
+def test_variable_values_cannot_inject_template_syntax() -> None:
+    rendered = _core().render("acme", "product_copy", {"product": "{{ 7*7 }}{% raw %}", "language": "en"})
+    assert '"{{ 7*7 }}{% raw %}"' in rendered.messages[-1].content
+    assert "49" not in rendered.messages[-1].content
+
+
+@pytest.mark.parametrize(
+    ("template", "variables", "field"),
+    [
+        ("no_such_template", {}, "template_id"),
+        ("product_copy", {}, "variables.product"),
+        ("product_copy", {"product": "x", "language": "fr"}, "variables.language"),
+        ("product_copy", {"product": "x", "colour": "red"}, "variables.colour"),
+        ("product_copy", {"product": "x" * 201}, "variables.product"),
+    ],
+)
+def test_bad_requests_name_the_field(template: str, variables: dict[str, str], field: str) -> None:
+    with pytest.raises(InvalidArgument) as err:
+        _core().render("acme", template, variables)
+    assert err.value.field == field
+
+
+def test_bundle_id_is_stable_and_changes_with_the_version(tmp_path: Path) -> None:
+    root = tmp_path / "templates"
+    (root / "greet").mkdir(parents=True)
+    body = (
+        "id: greet\nversion: {v}\nparameters: {{max_tokens: {m}}}\n"
+        "variables: {{name: {{required: true}}}}\nmessages:\n  - role: user\n    content: 'Hi {{{{ name }}}}'\n"
+    )
+    (root / "greet" / "v1.yaml").write_text(body.format(v=1, m=10))
+    (root / "greet" / "v2.yaml").write_text(body.format(v=2, m=20))
+    (root / "greet" / "labels.yaml").write_text("production: 1\ncanary: 2\n")
+    core = _core(root)
+    a = core.render("t", "greet", {"name": "Li"})
+    assert a.bundle_id == core.render("t", "greet", {"name": "Wang"}).bundle_id
+    b = core.render("t", "greet", {"name": "Li"}, label="canary")
+    assert b.version == 2 and b.bundle_id != a.bundle_id
+
+    assert core.set_label("t", "greet", "production", 2, actor="ops@example") == 1
+    assert core.render("t", "greet", {"name": "Li"}).version == 2
+    assert core.set_label("t", "greet", "production", 1, actor="ops@example") == 2  # rollback
+    assert [(m.from_version, m.to_version) for m in core.label_history] == [(1, 2), (2, 1)]
+    with pytest.raises(NotFound):
+        core.set_label("t", "greet", "production", 9, actor="ops")
+
+
+def test_another_tenants_template_is_permission_denied(tmp_path: Path) -> None:
+    root = tmp_path / "templates"
+    (root / "private").mkdir(parents=True)
+    (root / "private" / "v1.yaml").write_text(
+        "id: private\nversion: 1\ntenants: [acme]\nmessages:\n  - role: user\n    content: hello\n"
+    )
+    core = _core(root)
+    assert core.render("acme", "private", {}).messages[0].content == "hello"
+    with pytest.raises(PermissionDenied):
+        core.render("globex", "private", {})
+    assert [e.template_id for e in core.list_templates("globex")] == []
+
+
+def test_broken_file_names_file_and_field(tmp_path: Path) -> None:
+    root = tmp_path / "templates"
+    (root / "bad").mkdir(parents=True)
+    (root / "bad" / "v1.yaml").write_text("id: bad\nversion: 1\nmessages:\n  - role: robot\n    content: x\n")
+    with pytest.raises(ConfigError) as err:
+        load_template_dir(root)
+    assert "v1.yaml" in str(err.value) and "messages.0.role" in str(err.value)
+
+
+def test_cost_estimate_for_a_batch_is_worst_case_by_default() -> None:
+    core = _core()
+    one = core.estimate_cost("acme", "chat", {"prompt": "hello"})
+    many = core.estimate_cost("acme", "chat", {"prompt": "hello"}, item_count=1000)
+    assert many.prompt_tokens == one.prompt_tokens * 1000
+    assert many.completion_tokens == 256 * 1000
+    # 1.0 per 1k prompt tokens, 2.0 per 1k completion tokens, in nanos.
+    assert many.amount_nanos == round((many.prompt_tokens * 1.0 + many.completion_tokens * 2.0) * 1e6)
+    assert many.currency == "CNY"
