@@ -106,25 +106,29 @@ def test_every_service_is_serving_and_lists_itself(stack: Stack) -> None:
             replies = reflection.ServerReflectionInfo(
                 iter([reflection_pb2.ServerReflectionRequest(list_services="")])
             )
-            names = {s.name for r in replies for s in r.list_service_response.service}
+            names = {s.name for r in replies for s in r.list_services_response.service}
             assert spec.health_name in names, spec.name
 
 
 def test_generate_streams_tokens_with_exact_usage(stack: Stack) -> None:
-    question = "What is the capital of France? Answer in one sentence."
-    sent = time.perf_counter()
+    question = "Write a long story about a brave cat who sails the sea."
     replies = _generate(
-        stack, prompt=question, skip_cache=True, sampling=common_pb2.SamplingParams(max_tokens=48)
+        stack,
+        prompt=question,
+        skip_cache=True,
+        sampling=common_pb2.SamplingParams(max_tokens=48, temperature=0.0),
     )
     kinds = [r.WhichOneof("event") for _, r in replies]
     assert kinds[0] == "started" and kinds[-1] == "finished"
     delta_times = [t for t, r in replies if r.WhichOneof("event") == "delta"]
-    assert len(delta_times) >= 3, "the answer should arrive in several pieces"
+    assert len(delta_times) >= 10, "the answer should arrive in many pieces"
     finished_at = replies[-1][0]
-    # Incremental: the first piece arrived well before the generation ended.
-    assert delta_times[0] < finished_at and (finished_at - delta_times[0]) > 0.3 * (finished_at - sent)
+    # Incremental: the first piece arrived while the model still had most of the answer to write
+    # (48 tokens take well over 100 ms on any CPU this runs on).
+    assert finished_at - delta_times[0] > 0.1
+    assert len(set(delta_times)) > len(delta_times) // 2
     usage = replies[-1][1].finished.usage
-    assert 0 < usage.completion_tokens <= 48
+    assert 10 <= usage.completion_tokens <= 48
     # The prompt tokens are the model tokenizer's count of the rendered messages.
     with stack.channel("prompt") as channel:
         rendered = prompt_pb2_grpc.PromptServiceStub(channel).Render(
@@ -191,6 +195,22 @@ def test_bad_input_is_invalid_argument_naming_the_field(
         _generate(stack, **fields)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
     assert field in err.value.details()  # type: ignore[attr-defined]
+
+
+def test_logs_are_json_with_trace_ids_and_never_prompt_text(stack: Stack) -> None:
+    secret = f"Please keep this private: my passport is E{os.getpid()}7731 ({stack.mode})"
+    replies = _generate(
+        stack, prompt=secret, skip_cache=True, sampling=common_pb2.SamplingParams(max_tokens=6)
+    )
+    request_id = replies[0][1].started.request_id
+    lines = [
+        line for path in stack.run_dir.glob("*.log") for line in path.read_text(errors="replace").splitlines()
+    ]
+    assert all(secret not in line and f"E{os.getpid()}7731" not in line for line in lines)
+    records = [json.loads(line) for line in lines if line.startswith("{")]
+    mine = [r for r in records if r.get("request_id") == request_id]
+    assert mine, "the gateway logs each finished request"
+    assert all(len(r.get("trace_id", "")) == 32 for r in mine)
 
 
 def test_sigterm_during_a_stream_lets_it_finish_then_exits(stack: Stack) -> None:

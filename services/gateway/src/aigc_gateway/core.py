@@ -180,7 +180,7 @@ class Gateway:
             await self._cache.store(
                 partition, rendered.messages, sampling, CachedAnswer("".join(answer), usage)
             )
-        yield Finished(
+        done = Finished(
             finished.finish_reason,
             usage,
             price.currency if price else "",
@@ -188,6 +188,8 @@ class Gateway:
             (first_token_at - start) if first_token_at else 0.0,
             time.perf_counter() - start,
         )
+        _log_request(tenant_id, request_id, rendered.bundle_id, model, False, done)
+        yield done
 
     async def _replay(
         self,
@@ -211,6 +213,9 @@ class Gateway:
         self._metrics.tokens.labels(tenant_id, model, "cached").inc(usage.cached_tokens)
         self._metrics.cache_tokens_saved.labels(tenant_id).inc(usage.cached_tokens)
         price = self._prices.get(model)
+        _log_request(
+            tenant_id, request_id, bundle_id, model, True, Finished(FinishReason.STOP, usage, "", 0, 0, 0)
+        )
         # A hit costs no model time: it is charged nothing, and says so.
         yield Finished(
             FinishReason.STOP,
@@ -228,3 +233,25 @@ class Gateway:
         self._metrics.tokens.labels(tenant_id, model, "completion").inc(usage.completion_tokens)
         if price is not None:
             self._metrics.cost.labels(tenant_id, model, price.currency).inc(cost_nanos / 1e9)
+
+
+def _log_request(
+    tenant_id: str, request_id: str, bundle_id: str, model: str, cache_hit: bool, done: Finished
+) -> None:
+    # Ids and counts only: prompt and answer text never reach the logs.
+    log.info(
+        "generation finished",
+        extra={
+            "fields": {
+                "request_id": request_id,
+                "tenant": tenant_id,
+                "bundle_id": bundle_id,
+                "model": model,
+                "cache_hit": cache_hit,
+                "finish_reason": str(done.finish_reason),
+                "prompt_tokens": done.usage.prompt_tokens,
+                "completion_tokens": done.usage.completion_tokens,
+                "duration_s": round(done.duration_seconds, 4),
+            }
+        },
+    )
