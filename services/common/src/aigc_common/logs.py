@@ -49,3 +49,5 @@ def configure_logging(service: str, level: str = "INFO", json_format: bool = Tru
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # kafka-python logs record keys, values and headers at DEBUG: never let payload text through.
+    logging.getLogger("kafka").setLevel(max(logging.INFO, logging.getLevelName(level)))

@@ -75,4 +75,9 @@ def run_service(name: str, settings_model: type[S], make_builder: Callable[[S], 
     except ConfigError as exc:
         print(f"aigc-{name}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    asyncio.run(serve(name, settings, make_builder(settings)))
+    try:
+        asyncio.run(serve(name, settings, make_builder(settings)))
+    except ConfigError as exc:
+        # Raised while building (a broken template or rule pack): the message says what to fix.
+        print(f"aigc-{name}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

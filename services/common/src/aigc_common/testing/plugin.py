@@ -39,11 +39,9 @@ class LocalStack:
         self.started: list[str] = []
 
     def ensure(self, component: str, port: int) -> None:
-        # `status` checks health, not just an open port: a broker still starting is not ready.
-        status = subprocess.run(
-            ["bash", str(self.script), "status", component], capture_output=True, text=True, timeout=60
-        )
-        if status.returncode == 0 and _listening(port):
+        # Something already listening is a stack started elsewhere (another clone, a developer's
+        # `make stack-up`): use it and leave it running. `up` waits for real readiness otherwise.
+        if _listening(port):
             return
         result = subprocess.run(
             ["bash", str(self.script), "up", component], capture_output=True, text=True, timeout=600

@@ -1,0 +1,1 @@
+"""Concrete indexes behind :class:`aigc_retrieval.ports.DocumentIndex`."""

@@ -1,0 +1,230 @@
+"""Rule packs: versioned YAML files of keyword and pattern rules, compiled once at load.
+
+A pack is policy, not code: operators ship a new version as a file (a ConfigMap on
+Kubernetes) and its ``name@version`` travels with every verdict, cache partition and audit
+record. Keywords and patterns are matched against normalised text (:mod:`aigc_safety.normalize`),
+so a pack never needs full-width, upper-case or zero-width variants of a phrase.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from aigc_common.errors import ConfigError
+from aigc_safety.normalize import is_cjk, normalize
+from aigc_safety.pii import PII_DETECTORS
+from aigc_safety.types import Action, Stage
+
+LANGUAGES = frozenset({"zh", "en", "any"})
+_PACK_KEYS = frozenset({"name", "version", "description", "rules", "pii"})
+_RULE_KEYS = frozenset(
+    {"id", "category", "severity", "action", "language", "stages", "description", "keywords", "patterns"}
+)
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_RULE_ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,127}")
+
+# How far back, in normalised characters, a streaming check looks for a match that ends in new
+# text. Keyword matches are bounded by the longest keyword; a pattern match longer than this is
+# only found when it fits in the window, so packs keep patterns short (they all are: phrases).
+PATTERN_LOOKBACK_CHARS = 256
+
+
+class RulePackError(ConfigError):
+    """A rule pack file is unreadable or invalid; the message names the file and the rule."""
+
+    def __init__(self, path: Path, where: str, problem: str) -> None:
+        super().__init__(f"rule pack {path}: {where}: {problem}" if where else f"rule pack {path}: {problem}")
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One compiled rule."""
+
+    rule_id: str
+    category: str
+    severity: int
+    action: Action
+    language: str
+    stages: frozenset[Stage]
+    description: str
+    matchers: tuple[re.Pattern[str], ...]
+    longest_keyword: int
+
+    def find(self, normalized: str, pos: int = 0) -> list[tuple[int, int]]:
+        """Spans of the normalised text (from ``pos``) where the rule matches, merged and sorted."""
+        spans = sorted(m.span() for matcher in self.matchers for m in matcher.finditer(normalized, pos))
+        merged: list[tuple[int, int]] = []
+        for start, end in spans:
+            if merged and start < merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+            else:
+                merged.append((start, end))
+        return merged
+
+
+@dataclass(frozen=True, slots=True)
+class RulePack:
+    """A loaded pack: its identity, its rules and the PII detectors it turns on."""
+
+    name: str
+    version: str
+    description: str
+    rules: tuple[Rule, ...]
+    pii: tuple[str, ...]
+
+    @property
+    def policy_version(self) -> str:
+        """What verdicts carry, e.g. ``default@1``."""
+        return f"{self.name}@{self.version}"
+
+    def rules_for(self, stage: Stage) -> tuple[Rule, ...]:
+        return tuple(r for r in self.rules if stage in r.stages)
+
+    @property
+    def stream_lookback(self) -> int:
+        """Normalised characters a streaming check re-reads before the newly added text."""
+        return max([PATTERN_LOOKBACK_CHARS, *(r.longest_keyword for r in self.rules)])
+
+
+def default_pack_path() -> Path:
+    """The pack shipped inside this package."""
+    return Path(__file__).resolve().parent / "packs" / "default.yaml"
+
+
+def load_pack(path: Path) -> RulePack:
+    """Reads and compiles a pack; any problem raises :class:`RulePackError` naming file and rule."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise RulePackError(path, "", f"cannot read the file ({exc.strerror or exc})") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise RulePackError(path, "", f"not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise RulePackError(path, "", "expected a mapping with name, version and rules")
+    unknown = set(raw) - _PACK_KEYS
+    if unknown:
+        raise RulePackError(path, "", f"unknown keys {sorted(unknown)}; allowed: {sorted(_PACK_KEYS)}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise RulePackError(path, "name", "must be lower-case letters, digits, '-' or '_'")
+    version = raw.get("version")
+    if isinstance(version, bool) or not isinstance(version, (int, str)) or not str(version).strip():
+        raise RulePackError(path, "version", "must be a non-empty string or number")
+    pii = raw.get("pii", [])
+    if not isinstance(pii, list) or any(p not in PII_DETECTORS for p in pii):
+        raise RulePackError(path, "pii", f"must be a list of detector names from {sorted(PII_DETECTORS)}")
+    rules_raw = raw.get("rules")
+    if not isinstance(rules_raw, list) or not rules_raw:
+        raise RulePackError(path, "rules", "must be a non-empty list")
+    rules: list[Rule] = []
+    seen: set[str] = set()
+    for i, rule_raw in enumerate(rules_raw):
+        rule = _compile_rule(path, i, rule_raw)
+        if rule.rule_id in seen:
+            raise RulePackError(path, f"rule {rule.rule_id!r}", "duplicate id")
+        seen.add(rule.rule_id)
+        rules.append(rule)
+    return RulePack(
+        name=name,
+        version=str(version).strip(),
+        description=str(raw.get("description", "")),
+        rules=tuple(rules),
+        pii=tuple(pii),
+    )
+
+
+def _keyword_regex(keywords: list[str]) -> re.Pattern[str]:
+    parts = []
+    # Longest first, so the alternation reports the longest keyword at a position.
+    for keyword in sorted(keywords, key=len, reverse=True):
+        part = re.escape(keyword)
+        # Latin keywords match whole words only ("ass" must not fire inside "class"); CJK text
+        # has no word separators, so CJK ends stay free.
+        if not is_cjk(keyword[0]):
+            part = r"(?<![a-z0-9])" + part
+        if not is_cjk(keyword[-1]):
+            part += r"(?![a-z0-9])"
+        parts.append(part)
+    return re.compile("|".join(parts))
+
+
+def _compile_rule(path: Path, index: int, raw: Any) -> Rule:
+    where = f"rules[{index}]"
+    if not isinstance(raw, dict):
+        raise RulePackError(path, where, "must be a mapping")
+    rule_id = raw.get("id")
+    if not isinstance(rule_id, str) or not _RULE_ID.fullmatch(rule_id):
+        raise RulePackError(path, where, "id must be lower-case letters, digits, '.', '-' or '_'")
+    where = f"rule {rule_id!r}"
+    unknown = set(raw) - _RULE_KEYS
+    if unknown:
+        raise RulePackError(path, where, f"unknown keys {sorted(unknown)}; allowed: {sorted(_RULE_KEYS)}")
+    for key in ("category", "description"):
+        if not isinstance(raw.get(key), str) or not raw[key].strip():
+            raise RulePackError(path, where, f"{key} must be a non-empty string")
+    severity = raw.get("severity")
+    if isinstance(severity, bool) or not isinstance(severity, int) or not 1 <= severity <= 5:
+        raise RulePackError(path, where, f"severity must be an integer from 1 to 5, got {severity!r}")
+    try:
+        action = Action(str(raw.get("action")))
+    except ValueError:
+        raise RulePackError(
+            path, where, f"action must be one of {[a.value for a in Action]}, got {raw.get('action')!r}"
+        ) from None
+    if action == Action.ALLOW:
+        raise RulePackError(
+            path, where, "action allow makes the rule do nothing; use redact, review or block"
+        )
+    language = raw.get("language")
+    if language not in LANGUAGES:
+        raise RulePackError(path, where, f"language must be one of {sorted(LANGUAGES)}, got {language!r}")
+    stages_raw = raw.get("stages", [s.value for s in Stage])
+    try:
+        stages = frozenset(Stage(s) for s in stages_raw) if isinstance(stages_raw, list) else frozenset()
+    except ValueError:
+        stages = frozenset()
+    if not stages:
+        raise RulePackError(path, where, "stages must be a non-empty list of input and output")
+
+    keywords_raw = raw.get("keywords", [])
+    patterns_raw = raw.get("patterns", [])
+    if not isinstance(keywords_raw, list) or not isinstance(patterns_raw, list):
+        raise RulePackError(path, where, "keywords and patterns must be lists of strings")
+    if not keywords_raw and not patterns_raw:
+        raise RulePackError(path, where, "needs at least one keyword or pattern")
+    keywords = []
+    for k, keyword in enumerate(keywords_raw):
+        folded = normalize(keyword).text if isinstance(keyword, str) else ""
+        if not folded:
+            raise RulePackError(path, where, f"keywords[{k}] is empty after normalisation")
+        keywords.append(folded)
+    matchers: list[re.Pattern[str]] = [_keyword_regex(keywords)] if keywords else []
+    for p, pattern in enumerate(patterns_raw):
+        if not isinstance(pattern, str) or not pattern:
+            raise RulePackError(path, where, f"patterns[{p}] must be a non-empty string")
+        try:
+            # IGNORECASE forgives an upper-case pattern; the text it runs on is case-folded anyway.
+            compiled = re.compile(pattern, re.IGNORECASE)
+        except re.error as exc:
+            raise RulePackError(
+                path, where, f"patterns[{p}] is not a valid regular expression: {exc}"
+            ) from None
+        if compiled.fullmatch("") is not None:
+            raise RulePackError(path, where, f"patterns[{p}] matches the empty string")
+        matchers.append(compiled)
+    return Rule(
+        rule_id=rule_id,
+        category=raw["category"].strip(),
+        severity=severity,
+        action=action,
+        language=language,
+        stages=stages,
+        description=" ".join(raw["description"].split()),
+        matchers=tuple(matchers),
+        longest_keyword=max((len(k) for k in keywords), default=0),
+    )

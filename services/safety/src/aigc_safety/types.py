@@ -1,0 +1,88 @@
+"""Domain types of the safety service; the gateway imports these (no protobuf here)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Action(enum.StrEnum):
+    """What a verdict asks the pipeline to do, weakest first."""
+
+    ALLOW = "allow"
+    REDACT = "redact"
+    BLOCK = "block"
+    REVIEW = "review"
+
+
+class Stage(enum.StrEnum):
+    """Which side of the model a check is on."""
+
+    INPUT = "input"
+    OUTPUT = "output"
+
+
+@dataclass(frozen=True, slots=True)
+class RuleHit:
+    """One rule that fired. ``spans`` are [start, end) code-point ranges in the original text."""
+
+    rule_id: str
+    category: str
+    severity: int
+    spans: tuple[tuple[int, int], ...]
+    score: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The outcome of a check. ``message`` is safe to show the caller: it never echoes matched text."""
+
+    action: Action
+    policy_version: str
+    hits: tuple[RuleHit, ...] = ()
+    redacted_text: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PiiEntity:
+    """One piece of personal data found by :meth:`SafetyCore.redact`."""
+
+    type: str
+    span: tuple[int, int]
+    placeholder: str
+
+
+@dataclass(frozen=True, slots=True)
+class RuleInfo:
+    """A rule of the active policy, as listed to operators."""
+
+    rule_id: str
+    category: str
+    action: Action
+    language: str
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutputOpen:
+    """Opens the moderation of one streaming answer."""
+
+    tenant_id: str
+    policy: str = ""
+    request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OutputDelta:
+    """The next piece of the model's answer."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutputEnd:
+    """The answer is complete: flush what is held back."""
+
+
+OutputEvent = OutputOpen | OutputDelta | OutputEnd

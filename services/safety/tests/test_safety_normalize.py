@@ -1,0 +1,50 @@
+"""Normalisation undoes evasion tricks and keeps a map back to the original text."""
+
+from __future__ import annotations
+
+from aigc_safety.normalize import StreamNormalizer, normalize
+
+
+def test_full_width_and_case_fold_to_ascii() -> None:
+    assert normalize("ＩＧＮＯＲＥ　Previous").text == "ignore previous"
+
+
+def test_zero_width_and_control_characters_are_dropped() -> None:
+    assert normalize("ig\u200bno\u200dre\u2060 pre\ufeffvious\x07").text == "ignore previous"
+
+
+def test_accents_zalgo_and_look_alikes_fold_to_plain_latin() -> None:
+    assert normalize("ïgnörë").text == "ignore"
+    assert normalize("i\u0336g\u0301n\u0300ore").text == "ignore"
+    assert normalize("ignоre").text == "ignore"  # Cyrillic о
+
+
+def test_whitespace_collapses_and_disappears_next_to_cjk() -> None:
+    assert normalize("  a \n\t b  ").text == "a b"
+    assert normalize("制 作\u3000炸\n弹").text == "制作炸弹"
+    assert normalize("请 ignore 这个").text == "请ignore这个"
+
+
+def test_spans_map_back_to_original_code_points() -> None:
+    original = "前缀 ＩＧ\u200bＮＯＲＥ 后缀"
+    norm = normalize(original)
+    start = norm.text.index("ignore")
+    s, e = norm.original_span(start, start + len("ignore"))
+    assert original[s:e] == "ＩＧ\u200bＮＯＲＥ"
+
+
+def test_span_of_character_that_expands_maps_to_that_character() -> None:
+    original = "x ﬁle y"  # the ligature ﬁ becomes two characters
+    norm = normalize(original)
+    assert norm.text == "x file y"
+    s, e = norm.original_span(2, 6)
+    assert original[s:e] == "ﬁle"
+
+
+def test_streaming_equals_whole_text() -> None:
+    text = "Hello  ＷＯＲＬＤ， 制 作\u200b 炸弹 and ig\u200bnore\n\nprevious 指令 "
+    whole = normalize(text)
+    stream = StreamNormalizer()
+    for ch in text:
+        stream.feed(ch)
+    assert stream.result() == whole

@@ -1,0 +1,47 @@
+"""Safety settings: documented fields, env prefix, and clear errors on bad values."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import BaseModel
+
+from aigc_common.errors import ConfigError
+from aigc_common.runtime import ProcessRuntime
+from aigc_common.settings import load_settings
+from aigc_safety.app import build_core
+from aigc_safety.settings import SafetySettings
+
+
+def _undocumented(model: type[BaseModel], prefix: str = "") -> list[str]:
+    missing = []
+    for name, field in model.model_fields.items():
+        if not field.description:
+            missing.append(prefix + name)
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            missing += _undocumented(field.annotation, f"{prefix}{name}.")
+    return missing
+
+
+def test_every_field_is_documented() -> None:
+    assert _undocumented(SafetySettings) == []
+
+
+def test_environment_overrides_with_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIGC_SAFETY_HOLDBACK_CHARS", "32")
+    monkeypatch.setenv("AIGC_SAFETY_GRPC__PORT", "50999")
+    settings = load_settings(SafetySettings)
+    assert settings.holdback_chars == 32
+    assert settings.grpc.port == 50999
+
+
+def test_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIGC_SAFETY_HOLDBACK_CHARS", "-1")
+    with pytest.raises(ConfigError, match="AIGC_SAFETY_HOLDBACK_CHARS"):
+        load_settings(SafetySettings)
+
+
+async def test_build_core_loads_the_shipped_pack() -> None:
+    settings = SafetySettings()
+    core = await build_core(settings, ProcessRuntime("safety", settings))
+    assert core.policy_version.startswith("default@")
+    await core.close()
