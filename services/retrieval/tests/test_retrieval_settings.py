@@ -3,25 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import BaseModel
 
 from aigc_common.errors import ConfigError
 from aigc_common.settings import load_settings
 from aigc_retrieval.settings import RetrievalSettings
-
-
-def _undocumented(model: type[BaseModel], prefix: str = "") -> list[str]:
-    missing = []
-    for name, field in model.model_fields.items():
-        if not field.description:
-            missing.append(prefix + name)
-        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
-            missing += _undocumented(field.annotation, f"{prefix}{name}.")
-    return missing
-
-
-def test_every_field_is_documented() -> None:
-    assert _undocumented(RetrievalSettings) == []
 
 
 def test_overlap_must_be_below_chunk_size(monkeypatch: pytest.MonkeyPatch) -> None:

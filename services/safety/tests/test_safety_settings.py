@@ -3,27 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import BaseModel
 
 from aigc_common.errors import ConfigError
 from aigc_common.runtime import ProcessRuntime
 from aigc_common.settings import load_settings
 from aigc_safety.app import build_core
 from aigc_safety.settings import SafetySettings
-
-
-def _undocumented(model: type[BaseModel], prefix: str = "") -> list[str]:
-    missing = []
-    for name, field in model.model_fields.items():
-        if not field.description:
-            missing.append(prefix + name)
-        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
-            missing += _undocumented(field.annotation, f"{prefix}{name}.")
-    return missing
-
-
-def test_every_field_is_documented() -> None:
-    assert _undocumented(SafetySettings) == []
 
 
 def test_environment_overrides_with_prefix(monkeypatch: pytest.MonkeyPatch) -> None:

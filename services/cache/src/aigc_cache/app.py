@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from aigc_cache.adapters.memory_store import MemoryStore
 from aigc_cache.adapters.redis_store import RedisStore
 from aigc_cache.core import CacheCore
@@ -11,8 +9,7 @@ from aigc_cache.metrics import CacheMetrics
 from aigc_cache.ports import CacheStore
 from aigc_cache.servicer import binding
 from aigc_cache.settings import CacheSettings
-from aigc_common.runtime import Builder, Closer, ProcessRuntime
-from aigc_common.server import ServiceBinding
+from aigc_common.runtime import Builder, ProcessRuntime, core_builder
 
 
 async def build_core(settings: CacheSettings, runtime: ProcessRuntime) -> CacheCore:
@@ -35,9 +32,4 @@ async def build_core(settings: CacheSettings, runtime: ProcessRuntime) -> CacheC
 
 def builder(settings: CacheSettings) -> Builder:
     """What ``run_service`` calls to build the service in a process."""
-
-    async def build(runtime: ProcessRuntime) -> tuple[Sequence[ServiceBinding], Closer]:
-        core = await build_core(settings, runtime)
-        return [binding(core)], core.close
-
-    return build
+    return core_builder(settings, build_core, binding)

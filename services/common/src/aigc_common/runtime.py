@@ -7,7 +7,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry
 
@@ -51,6 +51,27 @@ Closer = Callable[[], Awaitable[None]]
 Builder = Callable[
     [ProcessRuntime], Awaitable[tuple[Sequence[ServiceBinding], Callable[[], Awaitable[None]]]]
 ]
+
+
+class _Core(Protocol):
+    async def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=_Core)
+
+
+def core_builder(
+    settings: S,
+    build_core: Callable[[S, ProcessRuntime], Awaitable[C]],
+    binding: Callable[[C], ServiceBinding],
+) -> Builder:
+    """The usual builder: one core from the settings, served by one binding, closed at shutdown."""
+
+    async def build(runtime: ProcessRuntime) -> tuple[Sequence[ServiceBinding], Closer]:
+        core = await build_core(settings, runtime)
+        return [binding(core)], core.close
+
+    return build
 
 
 async def serve(name: str, settings: ServiceSettings, build: Builder) -> None:

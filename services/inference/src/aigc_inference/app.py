@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from aigc_common.model_files import default_gguf_path
-from aigc_common.runtime import Builder, Closer, ProcessRuntime
-from aigc_common.server import ServiceBinding
+from aigc_common.runtime import Builder, ProcessRuntime, core_builder
 from aigc_inference.core import InferenceCore
 from aigc_inference.engines.llama_cpp import LlamaCppEngine
 from aigc_inference.metrics import InferenceMetrics
@@ -35,9 +32,4 @@ async def build_core(settings: InferenceSettings, runtime: ProcessRuntime) -> In
 
 def builder(settings: InferenceSettings) -> Builder:
     """What ``run_service`` calls to build the service in a process."""
-
-    async def build(runtime: ProcessRuntime) -> tuple[Sequence[ServiceBinding], Closer]:
-        core = await build_core(settings, runtime)
-        return [binding(core)], core.close
-
-    return build
+    return core_builder(settings, build_core, binding)

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 
 from aigc_common.model_files import default_gguf_path
 from aigc_common.pricing import Price
-from aigc_common.runtime import Builder, Closer, ProcessRuntime
-from aigc_common.server import ServiceBinding
+from aigc_common.runtime import Builder, ProcessRuntime, core_builder
 from aigc_common.tokenizer import GgufChatTokenizer
 from aigc_prompt.core import PromptCore
 from aigc_prompt.servicer import binding
@@ -32,13 +30,4 @@ async def build_core(settings: PromptSettings, runtime: ProcessRuntime | None = 
 
 def builder(settings: PromptSettings) -> Builder:
     """What ``run_service`` calls to build the service in a process."""
-
-    async def build(runtime: ProcessRuntime) -> tuple[Sequence[ServiceBinding], Closer]:
-        core = await build_core(settings, runtime)
-
-        async def close() -> None:
-            return None
-
-        return [binding(core)], close
-
-    return build
+    return core_builder(settings, build_core, binding)

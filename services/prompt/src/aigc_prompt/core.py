@@ -79,6 +79,9 @@ class PromptCore:
         # Undefined variables are errors, attribute escapes are blocked, templates cannot change state.
         self._env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 
+    async def close(self) -> None:
+        """Nothing to release: templates and the tokenizer live as long as the process."""
+
     def _entry(self, tenant_id: str, template_id: str) -> TemplateEntry:
         if not template_id:
             raise InvalidArgument("must not be empty", field="template_id")

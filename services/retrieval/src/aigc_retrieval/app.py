@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from aigc_common.runtime import Builder, Closer, ProcessRuntime
-from aigc_common.server import ServiceBinding
+from aigc_common.runtime import Builder, ProcessRuntime, core_builder
 from aigc_retrieval.adapters.memory_index import MemoryIndex
 from aigc_retrieval.core import Retriever
 from aigc_retrieval.metrics import RetrievalMetrics
@@ -28,9 +25,4 @@ async def build_core(settings: RetrievalSettings, runtime: ProcessRuntime) -> Re
 
 def builder(settings: RetrievalSettings) -> Builder:
     """What ``run_service`` calls to build the service in a process."""
-
-    async def build(runtime: ProcessRuntime) -> tuple[Sequence[ServiceBinding], Closer]:
-        core = await build_core(settings, runtime)
-        return [binding(core)], core.close
-
-    return build
+    return core_builder(settings, build_core, binding)

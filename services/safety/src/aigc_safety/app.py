@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from aigc_common.runtime import Builder, Closer, ProcessRuntime
-from aigc_common.server import ServiceBinding
+from aigc_common.runtime import Builder, ProcessRuntime, core_builder
 from aigc_safety.core import SafetyCore
 from aigc_safety.metrics import SafetyMetrics
 from aigc_safety.rules import default_pack_path, load_pack
@@ -26,9 +23,4 @@ async def build_core(settings: SafetySettings, runtime: ProcessRuntime) -> Safet
 
 def builder(settings: SafetySettings) -> Builder:
     """What ``run_service`` calls to build the service in a process."""
-
-    async def build(runtime: ProcessRuntime) -> tuple[Sequence[ServiceBinding], Closer]:
-        core = await build_core(settings, runtime)
-        return [binding(core)], core.close
-
-    return build
+    return core_builder(settings, build_core, binding)
