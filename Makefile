@@ -14,7 +14,7 @@ setup: ## create .venv with locked dependencies, the project and the CPU model
 
 demo: setup ## set up, start the whole stack and stream a real answer
 	@$(BIN)/aigc up
-	@$(BIN)/aigc chat "用一句话介绍一下长城。What is the Great Wall of China?" --max-tokens 96
+	@$(BIN)/aigc chat "What is the Great Wall of China? Answer in two sentences." --max-tokens 96
 	@echo "[demo] the stack is still running: try '$(BIN)/aigc chat \"...\"', stop it with '$(BIN)/aigc down'"
 
 ci: setup ## set up, then lint, typecheck, check proto stubs and run every test tier

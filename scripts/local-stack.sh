@@ -93,6 +93,17 @@ running_pid() {
     printf '%s' "$pid"
 }
 
+# True only when the recorded process stays gone: right after spawn, /proc/<pid>/cmdline can
+# read empty while the wrapper shell execs the server, which must not count as an exit.
+process_gone() {
+    local _
+    for _ in 1 2 3 4 5; do
+        running_pid "$1" >/dev/null && return 1
+        sleep 0.2
+    done
+    return 0
+}
+
 recorded_addr() {
     local f
     f="$(addrfile "$1")"
@@ -354,7 +365,7 @@ kafka_storage_error() {
 wait_kafka_once() {
     local start="$1" deadline=$((SECONDS + KAFKA_TIMEOUT))
     while ((SECONDS < deadline)); do
-        running_pid kafka >/dev/null || return 2
+        if process_gone kafka; then return 2; fi
         local left=$((deadline - SECONDS))
         if kafka_probe "127.0.0.1:$KAFKA_PORT" "$((left < 15 ? (left > 1 ? left : 1) : 15))"; then
             log "kafka: ready on 127.0.0.1:$KAFKA_PORT ($(elapsed "$start"))"
@@ -407,7 +418,7 @@ wait_simple() {
     local name="$1" probe="$2" addr="$3" timeout="$4" start="$5" logf="$6"
     local deadline=$((SECONDS + timeout))
     while ((SECONDS < deadline)); do
-        if ! running_pid "$name" >/dev/null; then
+        if process_gone "$name"; then
             warn "$name: the process exited during start-up"
             show_log_tail_since "$logf" "${OUT_OFFSET[$name]:-0}"
             return 1

@@ -179,6 +179,20 @@ def test_prompt_injection_is_blocked_without_echoing_it(stack: Stack) -> None:
     assert replies[-1][1].finished.finish_reason == common_pb2.FINISH_REASON_CONTENT_FILTER
 
 
+def test_personal_data_is_redacted_before_the_model_sees_it(stack: Stack) -> None:
+    replies = _generate(
+        stack,
+        prompt=f"Repeat my phone number back to me: 13912345678 ({stack.mode})",
+        skip_cache=True,
+        sampling=common_pb2.SamplingParams(max_tokens=24, temperature=0.0),
+    )
+    safety = [r.safety for _, r in replies if r.WhichOneof("event") == "safety"]
+    assert [s.action for s in safety] == ["redact"]
+    assert any(rule.startswith("pii.") for rule in safety[0].rule_ids)
+    assert "13912345678" not in _text(replies)
+    assert replies[-1][1].finished.finish_reason in (common_pb2.FINISH_REASON_STOP, common_pb2.FINISH_REASON_LENGTH)
+
+
 @pytest.mark.parametrize(
     ("fields", "field"),
     [

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aigc.common.v1 import common_pb2
 from aigc.gateway.v1 import gateway_pb2 as pb
 from aigc_common.convert import finish_to_pb, sampling_from_pb, usage_to_pb
-from aigc_gateway.core import Delta, Finished, GatewayEvent, GatewayRequest, SafetyStop, Started
+from aigc_gateway.core import Delta, Finished, GatewayEvent, GatewayRequest, SafetyDecision, Started
 
 
 def request_from_pb(r: pb.GenerateRequest) -> GatewayRequest:
@@ -35,7 +35,7 @@ def event_to_pb(e: GatewayEvent) -> pb.GenerateResponse:
                 template_version=e.template_version,
             )
         )
-    if isinstance(e, SafetyStop):
+    if isinstance(e, SafetyDecision):
         return pb.GenerateResponse(
             safety=pb.SafetyEvent(
                 stage=e.stage,

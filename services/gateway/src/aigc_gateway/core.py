@@ -10,12 +10,13 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from aigc_cache.core import CachedAnswer, Partition
 from aigc_common.errors import InvalidArgument, Unavailable
 from aigc_common.pricing import Price
 from aigc_common.types import (
+    ChatMessage,
     FinishReason,
     GenerationDelta,
     GenerationFinished,
@@ -65,7 +66,7 @@ class Delta:
 
 
 @dataclass(frozen=True, slots=True)
-class SafetyStop:
+class SafetyDecision:
     stage: str
     action: str
     policy_version: str
@@ -83,7 +84,7 @@ class Finished:
     duration_seconds: float
 
 
-GatewayEvent = Started | Delta | SafetyStop | Finished
+GatewayEvent = Started | Delta | SafetyDecision | Finished
 
 
 class Gateway:
@@ -119,28 +120,42 @@ class Gateway:
         model = req.model or rendered.model
         sampling = req.sampling.merged_over(rendered.sampling)
 
-        # Only what the caller wrote is checked on the input side; template text is trusted.
-        user_text = "\n".join(m.content for m in rendered.messages if m.role == Role.USER)
-        verdict = await self._safety.check_input(tenant_id, rendered.safety_policy, user_text)
-        if verdict.action == Action.BLOCK:
-            self._metrics.safety_blocks.labels(tenant_id, "input").inc()
-            yield Started(request_id, rendered.bundle_id, model, False, rendered.version)
-            yield SafetyStop(
+        # User turns carry the caller's text; each is checked on its own so a redaction can
+        # replace exactly the message it came from. System text is the template author's.
+        messages = list(rendered.messages)
+        notices: list[SafetyDecision] = []
+        policy_version = ""
+        for i, message in enumerate(messages):
+            if message.role != Role.USER:
+                continue
+            verdict = await self._safety.check_input(tenant_id, rendered.safety_policy, message.content)
+            policy_version = verdict.policy_version
+            decision = SafetyDecision(
                 "input",
                 str(verdict.action),
                 verdict.policy_version,
                 tuple(h.rule_id for h in verdict.hits),
                 verdict.message,
             )
-            yield Finished(FinishReason.CONTENT_FILTER, Usage(), "", 0, 0.0, time.perf_counter() - start)
-            return
+            if verdict.action == Action.BLOCK:
+                self._metrics.safety_blocks.labels(tenant_id, "input").inc()
+                yield Started(request_id, rendered.bundle_id, model, False, rendered.version)
+                yield decision
+                yield Finished(FinishReason.CONTENT_FILTER, Usage(), "", 0, 0.0, time.perf_counter() - start)
+                return
+            if verdict.action == Action.REDACT and verdict.redacted_text:
+                messages[i] = ChatMessage(Role.USER, verdict.redacted_text)
+                notices.append(decision)
+            elif verdict.action == Action.REVIEW:
+                notices.append(decision)
+        rendered = replace(rendered, messages=tuple(messages))
 
-        partition = Partition(tenant_id, rendered.bundle_id, model, verdict.policy_version)
+        partition = Partition(tenant_id, rendered.bundle_id, model, policy_version)
         if not req.skip_cache:
             hit = await self._cache.lookup(partition, rendered.messages, sampling)
             if hit is not None:
                 async for replayed in self._replay(
-                    tenant_id, request_id, rendered.bundle_id, model, rendered.version, hit, start
+                    tenant_id, request_id, rendered.bundle_id, model, rendered.version, hit, start, notices
                 ):
                     yield replayed
                 return
@@ -158,6 +173,8 @@ class Gateway:
                 if isinstance(event, GenerationStarted):
                     model = event.model
                     yield Started(request_id, rendered.bundle_id, model, False, rendered.version)
+                    for notice in notices:
+                        yield notice
                 elif isinstance(event, GenerationDelta):
                     if event.text:
                         if not first_token_at:
@@ -200,9 +217,12 @@ class Gateway:
         version: int,
         hit: CachedAnswer,
         start: float,
+        notices: list[SafetyDecision],
     ) -> AsyncIterator[GatewayEvent]:
         """Replays a cached answer as a stream, so callers handle hits and misses alike."""
         yield Started(request_id, bundle_id, model, True, version)
+        for notice in notices:
+            yield notice
         text = hit.answer
         first = time.perf_counter()
         for i in range(0, len(text), REPLAY_CHUNK_CHARS):
