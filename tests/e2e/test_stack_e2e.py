@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -190,7 +192,10 @@ def test_personal_data_is_redacted_before_the_model_sees_it(stack: Stack) -> Non
     assert [s.action for s in safety] == ["redact"]
     assert any(rule.startswith("pii.") for rule in safety[0].rule_ids)
     assert "13912345678" not in _text(replies)
-    assert replies[-1][1].finished.finish_reason in (common_pb2.FINISH_REASON_STOP, common_pb2.FINISH_REASON_LENGTH)
+    assert replies[-1][1].finished.finish_reason in (
+        common_pb2.FINISH_REASON_STOP,
+        common_pb2.FINISH_REASON_LENGTH,
+    )
 
 
 @pytest.mark.parametrize(
@@ -225,6 +230,55 @@ def test_logs_are_json_with_trace_ids_and_never_prompt_text(stack: Stack) -> Non
     mine = [r for r in records if r.get("request_id") == request_id]
     assert mine, "the gateway logs each finished request"
     assert all(len(r.get("trace_id", "")) == 32 for r in mine)
+
+
+def test_prometheus_scrapes_every_service(
+    stack: Stack, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    request.getfixturevalue("prometheus_url")  # makes sure the Debian prometheus package is there
+    binary = shutil.which("prometheus")
+    assert binary, "prometheus is not installed"
+    metrics_ports = [stack.env[f"{spec.env_prefix}METRICS__PORT"] for spec in SERVICES]
+    if stack.mode == "single-process":
+        metrics_ports = [stack.env["AIGC_GATEWAY_METRICS__PORT"]]  # one process, one endpoint
+    (port,) = _free_ports(1)
+    config = tmp_path / "prometheus.yml"
+    targets = ", ".join(f"'127.0.0.1:{p}'" for p in metrics_ports)
+    config.write_text(
+        f"global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: aigc\n    static_configs: [{{targets: [{targets}]}}]\n"
+    )
+    server = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _generate(stack, prompt="Say hi.", sampling=common_pb2.SamplingParams(max_tokens=4))
+        query = urllib.parse.quote(
+            'aigc_rpc_duration_seconds_count{service="gateway",method="Generate",code="OK"}'
+        )
+        up = urllib.parse.quote('up{job="aigc"} == 1')
+        deadline = time.monotonic() + 30
+        found: list[object] = []
+        healthy: list[object] = []
+        while time.monotonic() < deadline and not (found and len(healthy) == len(metrics_ports)):
+            time.sleep(0.5)
+            try:
+                base = f"http://127.0.0.1:{port}/api/v1/query?query="
+                found = json.load(urllib.request.urlopen(base + query, timeout=2))["data"]["result"]
+                healthy = json.load(urllib.request.urlopen(base + up, timeout=2))["data"]["result"]
+            except OSError:
+                continue
+        assert found, "Prometheus never saw the gateway's Generate calls"
+        assert len(healthy) == len(metrics_ports), "some service's /metrics was not scraped"
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
 
 
 def test_sigterm_during_a_stream_lets_it_finish_then_exits(stack: Stack) -> None:
