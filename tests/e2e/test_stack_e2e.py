@@ -155,7 +155,12 @@ def test_rpc_shows_up_in_metrics(stack: Stack) -> None:
     _generate(stack, prompt="Say hello.", sampling=common_pb2.SamplingParams(max_tokens=8))
     body = urllib.request.urlopen(stack.metrics_url, timeout=5).read().decode()
     assert 'aigc_rpc_duration_seconds_count{code="OK",method="Generate",service="gateway"}' in body
-    assert 'aigc_tokens_total{kind="completion",model="smollm2-135m-instruct",tenant="default"}' in body
+    # Tokens are counted where they are known exactly: by inference (its own process, or this one).
+    inference_port = stack.env[
+        "AIGC_INFERENCE_METRICS__PORT" if stack.mode == "processes" else "AIGC_GATEWAY_METRICS__PORT"
+    ]
+    tokens = urllib.request.urlopen(f"http://127.0.0.1:{inference_port}/metrics", timeout=5).read().decode()
+    assert 'aigc_tokens_total{kind="completion",model="smollm2-135m-instruct",tenant="default"}' in tokens
 
 
 def test_second_identical_request_is_a_cache_hit_replayed_as_a_stream(stack: Stack) -> None:

@@ -139,7 +139,7 @@ async def test_cancel_stops_the_engine(served: Served) -> None:
         stub = pb_grpc.InferenceServiceStub(channel)
         before = (
             completion.get_sample_value(
-                "aigc_engine_tokens_total", {"model": served.engine.info.name, "kind": "completion"}
+                "aigc_tokens_total", {"tenant": "unknown", "model": served.engine.info.name, "kind": "completion"}
             )
             or 0.0
         )
@@ -156,7 +156,7 @@ async def test_cancel_stops_the_engine(served: Served) -> None:
         while served.engine._pool.qsize() == 0 and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
     after = completion.get_sample_value(
-        "aigc_engine_tokens_total", {"model": served.engine.info.name, "kind": "completion"}
+        "aigc_tokens_total", {"tenant": "unknown", "model": served.engine.info.name, "kind": "completion"}
     )
     assert after is not None
     produced = after - before

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from aigc.common.v1 import common_pb2 as aigc_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!aigc/inference/v1/inference.proto\x12\x11\x61igc.inference.v1\x1a\x1b\x61igc/common/v1/common.proto\"\xaa\x01\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12-\n\x08messages\x18\x03 \x03(\x0b\x32\x1b.aigc.common.v1.ChatMessage\x12\x30\n\x08sampling\x18\x04 \x01(\x0b\x32\x1e.aigc.common.v1.SamplingParams\x12\x13\n\x0bjson_schema\x18\x05 \x01(\t\"K\n\x0fGenerateStarted\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rprompt_tokens\x18\x03 \x01(\r\"0\n\rGenerateDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\r\"\x84\x01\n\x10GenerateFinished\x12\x33\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x1c.aigc.common.v1.FinishReason\x12$\n\x05usage\x18\x02 \x01(\x0b\x32\x15.aigc.common.v1.Usage\x12\x15\n\rerror_message\x18\x03 \x01(\t\"\xbe\x01\n\x10GenerateResponse\x12\x35\n\x07started\x18\x01 \x01(\x0b\x32\".aigc.inference.v1.GenerateStartedH\x00\x12\x31\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32 .aigc.inference.v1.GenerateDeltaH\x00\x12\x37\n\x08\x66inished\x18\x03 \x01(\x0b\x32#.aigc.inference.v1.GenerateFinishedH\x00\x42\x07\n\x05\x65vent\"`\n\x12\x43ountTokensRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12-\n\x08messages\x18\x02 \x03(\x0b\x32\x1b.aigc.common.v1.ChatMessage\x12\x0c\n\x04text\x18\x03 \x01(\t\"=\n\x13\x43ountTokensResponse\x12\x0e\n\x06tokens\x18\x01 \x01(\r\x12\x16\n\x0e\x63ontext_window\x18\x02 \x01(\r\"\x13\n\x11ListModelsRequest\"_\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x02 \x01(\t\x12\x16\n\x0e\x63ontext_window\x18\x03 \x01(\r\x12\x1c\n\x14supports_json_schema\x18\x04 \x01(\x08\"B\n\x12ListModelsResponse\x12,\n\x06models\x18\x01 \x03(\x0b\x32\x1c.aigc.inference.v1.ModelInfo2\xa2\x02\n\x10InferenceService\x12U\n\x08Generate\x12\".aigc.inference.v1.GenerateRequest\x1a#.aigc.inference.v1.GenerateResponse0\x01\x12\\\n\x0b\x43ountTokens\x12%.aigc.inference.v1.CountTokensRequest\x1a&.aigc.inference.v1.CountTokensResponse\x12Y\n\nListModels\x12$.aigc.inference.v1.ListModelsRequest\x1a%.aigc.inference.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!aigc/inference/v1/inference.proto\x12\x11\x61igc.inference.v1\x1a\x1b\x61igc/common/v1/common.proto\"\xcf\x01\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12-\n\x08messages\x18\x03 \x03(\x0b\x32\x1b.aigc.common.v1.ChatMessage\x12\x30\n\x08sampling\x18\x04 \x01(\x0b\x32\x1e.aigc.common.v1.SamplingParams\x12\x13\n\x0bjson_schema\x18\x05 \x01(\t\x12\x11\n\ttenant_id\x18\x06 \x01(\t\x12\x10\n\x08logprobs\x18\x07 \x01(\x08\"K\n\x0fGenerateStarted\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rprompt_tokens\x18\x03 \x01(\r\"B\n\rGenerateDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\r\x12\x10\n\x08logprobs\x18\x03 \x03(\x02\"\x84\x01\n\x10GenerateFinished\x12\x33\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x1c.aigc.common.v1.FinishReason\x12$\n\x05usage\x18\x02 \x01(\x0b\x32\x15.aigc.common.v1.Usage\x12\x15\n\rerror_message\x18\x03 \x01(\t\"\xbe\x01\n\x10GenerateResponse\x12\x35\n\x07started\x18\x01 \x01(\x0b\x32\".aigc.inference.v1.GenerateStartedH\x00\x12\x31\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32 .aigc.inference.v1.GenerateDeltaH\x00\x12\x37\n\x08\x66inished\x18\x03 \x01(\x0b\x32#.aigc.inference.v1.GenerateFinishedH\x00\x42\x07\n\x05\x65vent\"`\n\x12\x43ountTokensRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12-\n\x08messages\x18\x02 \x03(\x0b\x32\x1b.aigc.common.v1.ChatMessage\x12\x0c\n\x04text\x18\x03 \x01(\t\"=\n\x13\x43ountTokensResponse\x12\x0e\n\x06tokens\x18\x01 \x01(\r\x12\x16\n\x0e\x63ontext_window\x18\x02 \x01(\r\"\x13\n\x11ListModelsRequest\"_\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x02 \x01(\t\x12\x16\n\x0e\x63ontext_window\x18\x03 \x01(\r\x12\x1c\n\x14supports_json_schema\x18\x04 \x01(\x08\"B\n\x12ListModelsResponse\x12,\n\x06models\x18\x01 \x03(\x0b\x32\x1c.aigc.inference.v1.ModelInfo2\xa2\x02\n\x10InferenceService\x12U\n\x08Generate\x12\".aigc.inference.v1.GenerateRequest\x1a#.aigc.inference.v1.GenerateResponse0\x01\x12\\\n\x0b\x43ountTokens\x12%.aigc.inference.v1.CountTokensRequest\x1a&.aigc.inference.v1.CountTokensResponse\x12Y\n\nListModels\x12$.aigc.inference.v1.ListModelsRequest\x1a%.aigc.inference.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,25 +33,25 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'aigc.inference.v1.inference
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GENERATEREQUEST']._serialized_start=86
-  _globals['_GENERATEREQUEST']._serialized_end=256
-  _globals['_GENERATESTARTED']._serialized_start=258
-  _globals['_GENERATESTARTED']._serialized_end=333
-  _globals['_GENERATEDELTA']._serialized_start=335
-  _globals['_GENERATEDELTA']._serialized_end=383
-  _globals['_GENERATEFINISHED']._serialized_start=386
-  _globals['_GENERATEFINISHED']._serialized_end=518
-  _globals['_GENERATERESPONSE']._serialized_start=521
-  _globals['_GENERATERESPONSE']._serialized_end=711
-  _globals['_COUNTTOKENSREQUEST']._serialized_start=713
-  _globals['_COUNTTOKENSREQUEST']._serialized_end=809
-  _globals['_COUNTTOKENSRESPONSE']._serialized_start=811
-  _globals['_COUNTTOKENSRESPONSE']._serialized_end=872
-  _globals['_LISTMODELSREQUEST']._serialized_start=874
-  _globals['_LISTMODELSREQUEST']._serialized_end=893
-  _globals['_MODELINFO']._serialized_start=895
-  _globals['_MODELINFO']._serialized_end=990
-  _globals['_LISTMODELSRESPONSE']._serialized_start=992
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1058
-  _globals['_INFERENCESERVICE']._serialized_start=1061
-  _globals['_INFERENCESERVICE']._serialized_end=1351
+  _globals['_GENERATEREQUEST']._serialized_end=293
+  _globals['_GENERATESTARTED']._serialized_start=295
+  _globals['_GENERATESTARTED']._serialized_end=370
+  _globals['_GENERATEDELTA']._serialized_start=372
+  _globals['_GENERATEDELTA']._serialized_end=438
+  _globals['_GENERATEFINISHED']._serialized_start=441
+  _globals['_GENERATEFINISHED']._serialized_end=573
+  _globals['_GENERATERESPONSE']._serialized_start=576
+  _globals['_GENERATERESPONSE']._serialized_end=766
+  _globals['_COUNTTOKENSREQUEST']._serialized_start=768
+  _globals['_COUNTTOKENSREQUEST']._serialized_end=864
+  _globals['_COUNTTOKENSRESPONSE']._serialized_start=866
+  _globals['_COUNTTOKENSRESPONSE']._serialized_end=927
+  _globals['_LISTMODELSREQUEST']._serialized_start=929
+  _globals['_LISTMODELSREQUEST']._serialized_end=948
+  _globals['_MODELINFO']._serialized_start=950
+  _globals['_MODELINFO']._serialized_end=1045
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1047
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1113
+  _globals['_INFERENCESERVICE']._serialized_start=1116
+  _globals['_INFERENCESERVICE']._serialized_end=1406
 # @@protoc_insertion_point(module_scope)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 # Buckets from 1 ms to 5 min: unary calls sit low, long generations high.
 RPC_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -31,6 +31,22 @@ class RpcMetrics:
             "aigc_rpc_in_flight",
             "gRPC calls currently being served.",
             ["service", "method"],
+            registry=registry,
+        )
+
+
+class UsageMetrics:
+    """``aigc_tokens_total{tenant,model,kind}``: one counter per process, shared by the services in it.
+
+    Inference counts prompt and completion tokens (it knows the exact numbers); the gateway counts
+    ``cached`` tokens, which never reach inference. So no token is counted twice.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.tokens = Counter(
+            "aigc_tokens_total",
+            "Tokens per tenant and model, by kind: prompt, completion, or cached (served from the cache).",
+            ["tenant", "model", "kind"],
             registry=registry,
         )
 

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from aigc_common.errors import ConfigError
 from aigc_common.logs import configure_logging
-from aigc_common.metrics import MetricsEndpoint, RpcMetrics
+from aigc_common.metrics import MetricsEndpoint, RpcMetrics, UsageMetrics
 from aigc_common.server import GrpcServer, ServiceBinding, run_until_signal
 from aigc_common.settings import ServiceSettings, load_settings
 from aigc_common.tracing import setup_tracing
@@ -31,6 +31,7 @@ class ProcessRuntime:
         self.settings = settings
         self.registry = registry or CollectorRegistry()
         self.rpc_metrics = RpcMetrics(self.registry)
+        self.usage_metrics = UsageMetrics(self.registry)
         self.endpoint = MetricsEndpoint(self.registry, settings.metrics.host, settings.metrics.port)
 
     def start(self, configure_logs: bool = True) -> None:

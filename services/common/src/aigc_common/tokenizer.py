@@ -27,6 +27,7 @@ class GgufChatTokenizer:
 
         self._llama = llama
         template = llama.metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
+        self.template = str(template)
         eos = llama.detokenize([llama.token_eos()], special=True).decode("utf-8", "replace")
         bos = llama.detokenize([llama.token_bos()], special=True).decode("utf-8", "replace")
         self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)

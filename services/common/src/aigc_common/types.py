@@ -83,6 +83,7 @@ class GenerationDelta:
 
     text: str
     token_ids: tuple[int, ...] = ()
+    logprobs: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,3 +107,5 @@ class GenerationRequest:
     model: str = ""
     request_id: str = ""
     json_schema: str = ""
+    tenant_id: str = ""
+    logprobs: bool = False

@@ -93,7 +93,7 @@ async def build_gateway(
         safety=safety,
         cache=cache,
         inference=inference,
-        metrics=GatewayMetrics(runtime.registry),
+        metrics=GatewayMetrics(runtime.registry, runtime.usage_metrics),
         prices={name: Price.from_setting(p) for name, p in settings.prices.items()},
     )
     return wiring

@@ -165,7 +165,11 @@ class Gateway:
         finished: GenerationFinished | None = None
         stream = self._inference.generate(
             GenerationRequest(
-                messages=rendered.messages, sampling=sampling, model=model, request_id=request_id
+                messages=rendered.messages,
+                sampling=sampling,
+                model=model,
+                request_id=request_id,
+                tenant_id=tenant_id,
             )
         )
         try:
@@ -191,7 +195,7 @@ class Gateway:
         usage = finished.usage
         price = self._prices.get(model)
         cost = price.cost_nanos(usage.prompt_tokens, usage.completion_tokens) if price else 0
-        self._account(tenant_id, model, usage, price, cost)
+        self._account(tenant_id, model, price, cost)
         if not req.skip_cache and finished.finish_reason in (FinishReason.STOP, FinishReason.LENGTH):
             # Only complete, allowed answers are cached (the input verdict let this request through).
             await self._cache.store(
@@ -246,11 +250,8 @@ class Gateway:
             time.perf_counter() - start,
         )
 
-    def _account(
-        self, tenant_id: str, model: str, usage: Usage, price: Price | None, cost_nanos: int
-    ) -> None:
-        self._metrics.tokens.labels(tenant_id, model, "prompt").inc(usage.prompt_tokens)
-        self._metrics.tokens.labels(tenant_id, model, "completion").inc(usage.completion_tokens)
+    def _account(self, tenant_id: str, model: str, price: Price | None, cost_nanos: int) -> None:
+        # Prompt and completion tokens are counted by inference, which knows them exactly.
         if price is not None:
             self._metrics.cost.labels(tenant_id, model, price.currency).inc(cost_nanos / 1e9)
 

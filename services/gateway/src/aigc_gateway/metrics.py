@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter
 
+from aigc_common.metrics import UsageMetrics
+
 
 class GatewayMetrics:
     """Counters SREs and finance read; label values are bounded (tenant ids, model names)."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.tokens = Counter(
-            "aigc_tokens_total",
-            "Tokens per tenant and model, by kind: prompt, completion, or cached (served from the cache).",
-            ["tenant", "model", "kind"],
-            registry=registry,
-        )
+    def __init__(self, registry: CollectorRegistry, usage: UsageMetrics) -> None:
+        # Shared with inference in the same process; the gateway adds only `cached` tokens.
+        self.tokens = usage.tokens
         self.cost = Counter(
             "aigc_cost",
             "Cost charged per tenant and model, in currency units.",

@@ -24,9 +24,10 @@ async def build_core(settings: InferenceSettings, runtime: ProcessRuntime) -> In
     await engine.start()
     return InferenceCore(
         engine,
-        InferenceMetrics(runtime.registry),
+        InferenceMetrics(runtime.registry, runtime.usage_metrics),
         max_queue=settings.max_queue,
         default_max_tokens=settings.default_max_tokens,
+        coalesce_seconds=settings.coalesce_ms / 1000,
     )
 
 

@@ -15,12 +15,18 @@ def request_from_pb(req: pb.GenerateRequest) -> GenerationRequest:
         model=req.model,
         request_id=req.request_id,
         json_schema=req.json_schema,
+        tenant_id=req.tenant_id,
+        logprobs=req.logprobs,
     )
 
 
 def event_to_pb(event: GenerationEvent) -> pb.GenerateResponse:
     if isinstance(event, GenerationDelta):
-        return pb.GenerateResponse(delta=pb.GenerateDelta(text=event.text, token_ids=list(event.token_ids)))
+        return pb.GenerateResponse(
+            delta=pb.GenerateDelta(
+                text=event.text, token_ids=list(event.token_ids), logprobs=list(event.logprobs)
+            )
+        )
     if isinstance(event, GenerationFinished):
         return pb.GenerateResponse(
             finished=pb.GenerateFinished(

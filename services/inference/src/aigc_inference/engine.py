@@ -1,4 +1,9 @@
-"""The engine interface every model backend implements (llama.cpp, vLLM, OpenAI-compatible)."""
+"""The engine interface every model backend implements (llama.cpp, vLLM, OpenAI-compatible).
+
+An engine receives chat messages and applies its own chat template: llama.cpp and vLLM
+tokenize locally, an OpenAI-compatible server does it upstream. The core counts prompt tokens
+through the engine first (context window checks, usage) and passes the count along.
+"""
 
 from __future__ import annotations
 
@@ -17,26 +22,34 @@ class ModelInfo:
     engine: str
     context_window: int
     supports_json_schema: bool = False
+    chat_template: str = ""
+    tokenizer: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class EngineRequest:
-    """A generation as the engine sees it: the prompt already tokenized with its chat template."""
+    """One generation as the engine sees it."""
 
     request_id: str
-    prompt_token_ids: Sequence[int]
+    messages: tuple[ChatMessage, ...]
     sampling: SamplingParams
     max_tokens: int
+    prompt_tokens: int = 0
     json_schema: str = ""
+    logprobs: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class EngineDelta:
-    """New text and token ids; ``finish_reason`` is set on the last delta only."""
+    """New text, its token ids and optional log-probabilities; ``finish_reason`` is set on the last
+    delta only. ``usage_prompt_tokens`` is set on the last delta by engines that learn the count
+    from upstream (OpenAI-compatible), else 0."""
 
     text: str
-    token_ids: tuple[int, ...]
+    token_ids: tuple[int, ...] = ()
     finish_reason: FinishReason | None = None
+    logprobs: tuple[float, ...] = ()
+    completion_tokens: int = 0
 
 
 class Engine(abc.ABC):
@@ -48,7 +61,7 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     async def start(self) -> None:
-        """Loads the model; afterwards ``health`` is true."""
+        """Loads the model or connects; afterwards ``health`` is true."""
 
     @abc.abstractmethod
     def generate(self, request: EngineRequest) -> AsyncIterator[EngineDelta]:
@@ -63,12 +76,12 @@ class Engine(abc.ABC):
         """True when the engine can take requests."""
 
     @abc.abstractmethod
-    def apply_chat_template(self, messages: Sequence[ChatMessage]) -> str:
-        """The prompt text the model sees for these messages."""
+    async def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        """Tokens of the prompt these messages become under the model's chat template."""
 
     @abc.abstractmethod
-    def tokenize(self, text: str) -> list[int]:
-        """Token ids of text that already carries the chat template's special tokens."""
+    async def count_text_tokens(self, text: str) -> int:
+        """Tokens of raw text, without any template."""
 
     @property
     def concurrency(self) -> int:
@@ -76,4 +89,4 @@ class Engine(abc.ABC):
         return 1
 
     async def stop(self) -> None:
-        """Releases the model."""
+        """Releases the model or the connection."""

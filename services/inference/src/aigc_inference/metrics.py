@@ -1,19 +1,23 @@
-"""Instruments of the inference service (names are in docs/metrics.md)."""
+"""Instruments of the inference service (names are in docs/metrics.md); the same names standalone
+and under Ray Serve."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Gauge, Histogram
+
+from aigc_common.metrics import UsageMetrics
 
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
 class InferenceMetrics:
-    """Latency, tokens and queue depth per model."""
+    """Latency, tokens, queue depth and running requests per model."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, usage: UsageMetrics | None = None) -> None:
+        self.tokens = (usage or UsageMetrics(registry)).tokens
         self.time_to_first_token = Histogram(
             "aigc_generation_time_to_first_token_seconds",
-            "Time from a request's arrival at the engine to its first generated token.",
+            "Time from a request's arrival at the inference service to its first generated token.",
             ["model"],
             buckets=_LATENCY,
             registry=registry,
@@ -27,20 +31,20 @@ class InferenceMetrics:
         )
         self.duration = Histogram(
             "aigc_generation_duration_seconds",
-            "Time from a request's arrival at the engine to its last token.",
+            "Time from a request's arrival at the inference service to its last token.",
             ["model"],
             buckets=_LATENCY,
             registry=registry,
         )
-        self.engine_tokens = Counter(
-            "aigc_engine_tokens_total",
-            "Tokens processed by the engine, by kind (prompt or completion).",
-            ["model", "kind"],
-            registry=registry,
-        )
         self.queue_depth = Gauge(
             "aigc_inference_queue_depth",
-            "Requests waiting for or holding an engine slot.",
+            "Requests accepted and waiting for an engine slot.",
+            ["model"],
+            registry=registry,
+        )
+        self.running = Gauge(
+            "aigc_inference_running_requests",
+            "Requests the engine is generating for right now.",
             ["model"],
             registry=registry,
         )

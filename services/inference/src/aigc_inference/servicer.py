@@ -33,7 +33,7 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
     async def CountTokens(
         self, request: pb.CountTokensRequest, context: grpc.aio.ServicerContext
     ) -> pb.CountTokensResponse:
-        tokens, window = self._core.count_tokens(
+        tokens, window = await self._core.count_tokens(
             request.model, messages_from_pb(request.messages), request.text
         )
         return pb.CountTokensResponse(tokens=tokens, context_window=window)

@@ -30,6 +30,13 @@ class InferenceSettings(ServiceSettings):
         32, ge=0, description="Requests that may wait for a free context; beyond it RESOURCE_EXHAUSTED."
     )
     default_max_tokens: int = Field(256, ge=1, description="max_tokens when a request leaves it at 0.")
+    coalesce_ms: float = Field(
+        15.0,
+        ge=0,
+        le=1000,
+        description="Deltas arriving within this many ms of the last message travel in one message (0 = off); "
+        "the first token is never delayed.",
+    )
     repeat_penalty: float = Field(
         1.1, ge=1.0, le=2.0, description="Penalty on recently generated tokens (1.0 = off)."
     )

@@ -145,6 +145,8 @@ class GrpcInference:
                 messages=messages_to_pb(request.messages),
                 sampling=sampling_to_pb(request.sampling),
                 json_schema=request.json_schema,
+                tenant_id=request.tenant_id,
+                logprobs=request.logprobs,
             )
         )
         try:
@@ -154,7 +156,7 @@ class GrpcInference:
                     s = r.started
                     yield GenerationStarted(s.request_id, s.model, s.prompt_tokens)
                 elif kind == "delta":
-                    yield GenerationDelta(r.delta.text, tuple(r.delta.token_ids))
+                    yield GenerationDelta(r.delta.text, tuple(r.delta.token_ids), tuple(r.delta.logprobs))
                 elif kind == "finished":
                     f = r.finished
                     yield GenerationFinished(

@@ -14,10 +14,11 @@ import logging
 import random
 import threading
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from aigc_common.errors import Unavailable
+from aigc_common.errors import InvalidArgument, Unavailable
 from aigc_common.tokenizer import GgufChatTokenizer
 from aigc_common.types import ChatMessage, FinishReason
 from aigc_inference.engine import Engine, EngineDelta, EngineRequest, ModelInfo
@@ -39,7 +40,13 @@ class LlamaCppEngine(Engine):
         repeat_penalty: float = 1.1,
     ) -> None:
         self._path = model_path
-        self._info = ModelInfo(name=name, engine="llama_cpp", context_window=context_window)
+        self._info = ModelInfo(
+            name=name,
+            engine="llama_cpp",
+            context_window=context_window,
+            supports_json_schema=True,
+            tokenizer=f"gguf:{model_path.name}",
+        )
         self._threads = threads
         self._contexts = contexts
         # Small models loop on greedy decoding; a mild penalty keeps answers readable.
@@ -61,6 +68,7 @@ class LlamaCppEngine(Engine):
             self._llamas.append(llama)
             self._pool.put_nowait(llama)
         self._tokenizer = GgufChatTokenizer(self._llamas[0])
+        self._info = replace(self._info, chat_template=self._tokenizer.template)
         log.info(
             "model loaded",
             extra={
@@ -91,12 +99,16 @@ class LlamaCppEngine(Engine):
             raise Unavailable("the model is still loading")
         return self._tokenizer
 
-    def apply_chat_template(self, messages: Sequence[ChatMessage]) -> str:
-        return self._ready_tokenizer().apply_chat_template(messages)
-
-    def tokenize(self, text: str) -> list[int]:
+    def _prompt_ids(self, messages: Sequence[ChatMessage]) -> list[int]:
+        tokenizer = self._ready_tokenizer()
         # Tokenizing reads only the vocabulary, which the contexts share read-only.
-        return self._ready_tokenizer().tokenize(text)
+        return tokenizer.tokenize(tokenizer.apply_chat_template(messages))
+
+    async def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        return len(self._prompt_ids(messages))
+
+    async def count_text_tokens(self, text: str) -> int:
+        return len(self._ready_tokenizer().tokenize(text))
 
     def abort(self, request_id: str) -> None:
         event = self._aborts.get(request_id)
@@ -104,6 +116,8 @@ class LlamaCppEngine(Engine):
             event.set()
 
     async def generate(self, request: EngineRequest) -> AsyncIterator[EngineDelta]:
+        prompt_ids = self._prompt_ids(request.messages)
+        grammar = self._grammar(request.json_schema) if request.json_schema else None
         llama = await self._pool.get()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[EngineDelta | BaseException] = asyncio.Queue()
@@ -115,7 +129,7 @@ class LlamaCppEngine(Engine):
 
         def decode() -> None:
             try:
-                self._decode(llama, request, abort, emit)
+                self._decode(llama, request, prompt_ids, grammar, abort, emit)
             except BaseException as exc:  # handed to the consumer, which re-raises it
                 emit(exc)
             finally:
@@ -137,25 +151,42 @@ class LlamaCppEngine(Engine):
             abort.set()
             self._aborts.pop(request.request_id, None)
 
-    def _decode(self, llama: Any, request: EngineRequest, abort: threading.Event, emit: Any) -> None:
+    def _grammar(self, json_schema: str) -> Any:
+        from llama_cpp import LlamaGrammar
+
+        try:
+            return LlamaGrammar.from_json_schema(json_schema, verbose=False)
+        except (ValueError, TypeError, KeyError, RuntimeError) as exc:
+            raise InvalidArgument(f"not a usable JSON schema: {exc}", field="json_schema") from None
+
+    def _decode(
+        self,
+        llama: Any,
+        request: EngineRequest,
+        prompt_ids: list[int],
+        grammar: Any,
+        abort: threading.Event,
+        emit: Any,
+    ) -> None:
         from llama_cpp import llama_vocab_is_eog
 
         sampling = request.sampling
         temperature = 0.7 if sampling.temperature is None else sampling.temperature
         llama.set_seed(sampling.seed if sampling.seed is not None else random.getrandbits(31))
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        room = self._info.context_window - len(request.prompt_token_ids)
+        room = self._info.context_window - len(prompt_ids)
         limit = min(request.max_tokens, room)
         produced = 0
         vocab = llama._model.vocab
         for token in llama.generate(
-            list(request.prompt_token_ids),
+            prompt_ids,
             temp=temperature,
             top_p=1.0 if sampling.top_p is None else sampling.top_p,
             top_k=sampling.top_k,
             min_p=0.0,
             repeat_penalty=self._repeat_penalty,
             reset=True,
+            grammar=grammar,
         ):
             if abort.is_set():
                 emit(EngineDelta("", (), FinishReason.CANCELLED))
