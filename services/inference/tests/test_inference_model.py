@@ -139,7 +139,8 @@ async def test_cancel_stops_the_engine(served: Served) -> None:
         stub = pb_grpc.InferenceServiceStub(channel)
         before = (
             completion.get_sample_value(
-                "aigc_tokens_total", {"tenant": "unknown", "model": served.engine.info.name, "kind": "completion"}
+                "aigc_tokens_total",
+                {"tenant": "unknown", "model": served.engine.info.name, "kind": "completion"},
             )
             or 0.0
         )

@@ -5,15 +5,26 @@ from __future__ import annotations
 from aigc_common.model_files import default_gguf_path
 from aigc_common.runtime import Builder, ProcessRuntime, core_builder
 from aigc_inference.core import InferenceCore
+from aigc_inference.engine import Engine
 from aigc_inference.engines.llama_cpp import LlamaCppEngine
 from aigc_inference.metrics import InferenceMetrics
 from aigc_inference.servicer import binding
 from aigc_inference.settings import InferenceSettings
 
 
-async def build_core(settings: InferenceSettings, runtime: ProcessRuntime) -> InferenceCore:
-    """Loads the model and returns a ready core."""
-    engine = LlamaCppEngine(
+def build_engine(settings: InferenceSettings) -> Engine:
+    """The engine the settings name; GPU and HTTP engines are imported only when chosen."""
+    if settings.engine == "openai_compatible":
+        from aigc_inference.engines.openai_compat import OpenAICompatibleEngine
+
+        return OpenAICompatibleEngine(
+            settings.openai, name=settings.model_name, context_window=settings.context_window
+        )
+    if settings.engine == "vllm":
+        from aigc_inference.engines.vllm_engine import VllmEngine
+
+        return VllmEngine(settings.vllm, name=settings.model_name)
+    return LlamaCppEngine(
         settings.model_path or default_gguf_path(),
         name=settings.model_name,
         context_window=settings.context_window,
@@ -21,6 +32,11 @@ async def build_core(settings: InferenceSettings, runtime: ProcessRuntime) -> In
         contexts=settings.contexts,
         repeat_penalty=settings.repeat_penalty,
     )
+
+
+async def build_core(settings: InferenceSettings, runtime: ProcessRuntime) -> InferenceCore:
+    """Starts the engine (loads the model or connects) and returns a ready core."""
+    engine = build_engine(settings)
     await engine.start()
     return InferenceCore(
         engine,
