@@ -4,6 +4,7 @@ behind the real server bootstrap on 127.0.0.1:0."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,6 +19,14 @@ from aigc.inference.v1 import inference_pb2_grpc as pb_grpc
 from aigc_common.metrics import RpcMetrics
 from aigc_common.server import GrpcServer
 from aigc_common.settings import GrpcSettings
+from aigc_common.types import (
+    ChatMessage,
+    GenerationDelta,
+    GenerationFinished,
+    GenerationRequest,
+    Role,
+    SamplingParams,
+)
 from aigc_inference.core import InferenceCore
 from aigc_inference.engines.llama_cpp import LlamaCppEngine
 from aigc_inference.metrics import InferenceMetrics
@@ -187,3 +196,93 @@ async def test_list_models(served: Served) -> None:
         reply = await pb_grpc.InferenceServiceStub(channel).ListModels(pb.ListModelsRequest())
     assert [m.name for m in reply.models] == ["smollm2-135m-instruct"]
     assert reply.models[0].context_window == 2048
+
+
+async def test_json_schema_constrains_the_answer(served: Served) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"colour": {"type": "string"}, "count": {"type": "integer"}},
+        "required": ["colour", "count"],
+    }
+    async with grpc.aio.insecure_channel(served.server.address) as channel:
+        stub = pb_grpc.InferenceServiceStub(channel)
+        request = _request("Describe an apple as JSON with its colour and a count.", max_tokens=60)
+        request.json_schema = json.dumps(schema)
+        replies = [r async for r in stub.Generate(request)]
+    text = "".join(r.delta.text for r in replies if r.WhichOneof("event") == "delta")
+    answer = json.loads(text)
+    assert isinstance(answer["colour"], str) and isinstance(answer["count"], int)
+
+
+async def test_broken_json_schema_is_invalid_argument(served: Served) -> None:
+    async with grpc.aio.insecure_channel(served.server.address) as channel:
+        stub = pb_grpc.InferenceServiceStub(channel)
+        request = _request("hi", max_tokens=4)
+        request.json_schema = "{not json"
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            async for _ in stub.Generate(request):
+                pass
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "json_schema" in (err.value.details() or "")
+
+
+async def test_same_seed_same_answer(served: Served) -> None:
+    async with grpc.aio.insecure_channel(served.server.address) as channel:
+        stub = pb_grpc.InferenceServiceStub(channel)
+        texts = []
+        for seed in (7, 7):
+            request = pb.GenerateRequest(
+                messages=_user("Invent a name for a cat."),
+                sampling=common_pb2.SamplingParams(max_tokens=16, temperature=1.0, seed=seed),
+            )
+            replies = [r async for r in stub.Generate(request)]
+            texts.append("".join(r.delta.text for r in replies if r.WhichOneof("event") == "delta"))
+    assert texts[0] == texts[1] and texts[0]
+
+
+async def test_deadline_ends_the_call_and_the_generation(served: Served) -> None:
+    labels = {"tenant": "unknown", "model": served.engine.info.name, "kind": "completion"}
+    async with grpc.aio.insecure_channel(served.server.address) as channel:
+        stub = pb_grpc.InferenceServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            async for _ in stub.Generate(
+                _request("Write a very long essay about rivers.", max_tokens=600), timeout=0.8
+            ):
+                pass
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        deadline = time.monotonic() + 10
+        while served.engine._pool.qsize() == 0 and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        settled = served.registry.get_sample_value("aigc_tokens_total", labels)
+        await asyncio.sleep(0.5)
+        assert served.registry.get_sample_value("aigc_tokens_total", labels) == settled
+        assert settled is not None and settled < 600
+
+
+async def test_coalescing_sends_fewer_messages_with_the_same_tokens(cpu_model_path: Path) -> None:
+    engine = LlamaCppEngine(cpu_model_path, contexts=1, threads=2)
+    await engine.start()
+    try:
+        registry = CollectorRegistry()
+        core = InferenceCore(
+            engine, InferenceMetrics(registry), max_queue=1, default_max_tokens=64, coalesce_seconds=0.05
+        )
+        request = GenerationRequest(
+            messages=(ChatMessage(Role.USER, "Write a story about a fox."),),
+            sampling=SamplingParams(max_tokens=48, temperature=0.0),
+        )
+        deltas = []
+        finished = None
+        async for event in core.generate(request):
+            if isinstance(event, GenerationDelta):
+                deltas.append(event)
+            elif isinstance(event, GenerationFinished):
+                finished = event
+        assert finished is not None
+        tokens = sum(len(d.token_ids) for d in deltas)
+        assert tokens == finished.usage.completion_tokens
+        # ~90 tokens/s: a 50 ms window carries several tokens per message.
+        assert len(deltas) < tokens / 2
+        assert len(deltas[0].token_ids) == 1, "the first token is sent at once"
+    finally:
+        await engine.stop()

@@ -144,6 +144,7 @@ class InferenceCore:
         last = start
         completion = 0
         reported_completion = 0
+        reported_prompt = 0
         pending_text = ""  # text held back because it may be the start of a stop sequence
         pending_ids: list[int] = []
         pending_logprobs: list[float] = []
@@ -164,6 +165,7 @@ class InferenceCore:
                     last = now
                     completion += len(delta.token_ids) or (1 if delta.text else 0)
                 reported_completion = max(reported_completion, delta.completion_tokens)
+                reported_prompt = max(reported_prompt, delta.prompt_tokens)
                 pending_text += delta.text
                 pending_ids.extend(delta.token_ids)
                 pending_logprobs.extend(delta.logprobs)
@@ -192,13 +194,14 @@ class InferenceCore:
                 self._metrics.running.labels(info.name).dec()
             # Engines that learn the exact count upstream report it; it beats counting pieces.
             completion = reported_completion or completion
+            prompt_tokens = engine_request.prompt_tokens or reported_prompt
             self._metrics.duration.labels(info.name).observe(time.perf_counter() - start)
             tenant = request.tenant_id or "unknown"
-            self._metrics.tokens.labels(tenant, info.name, "prompt").inc(engine_request.prompt_tokens)
+            self._metrics.tokens.labels(tenant, info.name, "prompt").inc(prompt_tokens)
             self._metrics.tokens.labels(tenant, info.name, "completion").inc(completion)
         yield GenerationFinished(
             finish_reason=finish,
-            usage=Usage(prompt_tokens=engine_request.prompt_tokens, completion_tokens=completion),
+            usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion),
         )
 
 

@@ -42,14 +42,15 @@ class EngineRequest:
 @dataclass(frozen=True, slots=True)
 class EngineDelta:
     """New text, its token ids and optional log-probabilities; ``finish_reason`` is set on the last
-    delta only. ``usage_prompt_tokens`` is set on the last delta by engines that learn the count
-    from upstream (OpenAI-compatible), else 0."""
+    delta only. Engines that learn exact counts from upstream (OpenAI-compatible) put them in
+    ``completion_tokens`` and ``prompt_tokens`` of the last delta; 0 means unknown."""
 
     text: str
     token_ids: tuple[int, ...] = ()
     finish_reason: FinishReason | None = None
     logprobs: tuple[float, ...] = ()
     completion_tokens: int = 0
+    prompt_tokens: int = 0
 
 
 class Engine(abc.ABC):
