@@ -196,6 +196,9 @@ async def test_list_models(served: Served) -> None:
         reply = await pb_grpc.InferenceServiceStub(channel).ListModels(pb.ListModelsRequest())
     assert [m.name for m in reply.models] == ["smollm2-135m-instruct"]
     assert reply.models[0].context_window == 2048
+    assert reply.models[0].supports_json_schema
+    assert "<|im_start|>" in reply.models[0].chat_template  # SmolLM2's template, read from the GGUF
+    assert reply.models[0].tokenizer.startswith("gguf:")
 
 
 async def test_json_schema_constrains_the_answer(served: Served) -> None:

@@ -290,6 +290,8 @@ class ModelInfo(_message.Message):
     ENGINE_FIELD_NUMBER: _builtins.int
     CONTEXT_WINDOW_FIELD_NUMBER: _builtins.int
     SUPPORTS_JSON_SCHEMA_FIELD_NUMBER: _builtins.int
+    CHAT_TEMPLATE_FIELD_NUMBER: _builtins.int
+    TOKENIZER_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Name used in requests."""
     engine: _builtins.str
@@ -298,6 +300,10 @@ class ModelInfo(_message.Message):
     """Context window in tokens."""
     supports_json_schema: _builtins.bool
     """True when the model can constrain output to a JSON schema."""
+    chat_template: _builtins.str
+    """The Jinja chat template the engine applies to messages; empty when the upstream applies its own."""
+    tokenizer: _builtins.str
+    """Where the tokenizer comes from, e.g. "gguf:SmolLM2-135M-Instruct.Q4_1.gguf" or a model id."""
     def __init__(
         self,
         *,
@@ -305,10 +311,12 @@ class ModelInfo(_message.Message):
         engine: _builtins.str = ...,
         context_window: _builtins.int = ...,
         supports_json_schema: _builtins.bool = ...,
+        chat_template: _builtins.str = ...,
+        tokenizer: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["context_window", b"context_window", "engine", b"engine", "name", b"name", "supports_json_schema", b"supports_json_schema"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat_template", b"chat_template", "context_window", b"context_window", "engine", b"engine", "name", b"name", "supports_json_schema", b"supports_json_schema", "tokenizer", b"tokenizer"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

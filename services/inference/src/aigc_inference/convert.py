@@ -48,4 +48,6 @@ def model_to_pb(info: ModelInfo) -> pb.ModelInfo:
         engine=info.engine,
         context_window=info.context_window,
         supports_json_schema=info.supports_json_schema,
+        chat_template=info.chat_template,
+        tokenizer=info.tokenizer,
     )
