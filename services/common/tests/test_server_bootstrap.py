@@ -3,6 +3,7 @@ exercised through a real service (cache, memory store) on 127.0.0.1:0."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
@@ -18,7 +19,7 @@ from aigc_cache.core import CacheCore
 from aigc_cache.metrics import CacheMetrics
 from aigc_cache.servicer import binding
 from aigc_common.metrics import RpcMetrics
-from aigc_common.server import GrpcServer
+from aigc_common.server import GrpcServer, ServiceBinding
 from aigc_common.settings import GrpcSettings
 
 
@@ -83,3 +84,36 @@ async def test_graceful_stop_turns_health_not_serving(served: tuple[GrpcServer, 
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_health_follows_the_services_probe() -> None:
+    registry = CollectorRegistry()
+    core = CacheCore(
+        MemoryStore(), CacheMetrics(registry), key_prefix="t:", default_ttl_seconds=60, max_answer_chars=1000
+    )
+    state = {"ok": True}
+    plain = binding(core)
+    probed = ServiceBinding(plain.name, plain.register, healthy=lambda: state["ok"])
+    server = GrpcServer("cache", [probed], GrpcSettings(port=0), RpcMetrics(registry))
+    server.probe_interval = 0.05
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+
+            async def status() -> int:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(service=plain.name))
+                return int(reply.status)
+
+            assert await status() == health_pb2.HealthCheckResponse.SERVING
+            state["ok"] = False  # e.g. the engine died
+            deadline = asyncio.get_running_loop().time() + 5
+            while await status() != health_pb2.HealthCheckResponse.NOT_SERVING:
+                assert asyncio.get_running_loop().time() < deadline, "health never turned NOT_SERVING"
+                await asyncio.sleep(0.05)
+            state["ok"] = True
+            while await status() != health_pb2.HealthCheckResponse.SERVING:
+                assert asyncio.get_running_loop().time() < deadline, "health never recovered"
+                await asyncio.sleep(0.05)
+    finally:
+        await server.stop(0)

@@ -19,14 +19,6 @@ from aigc.inference.v1 import inference_pb2_grpc as pb_grpc
 from aigc_common.metrics import RpcMetrics
 from aigc_common.server import GrpcServer
 from aigc_common.settings import GrpcSettings
-from aigc_common.types import (
-    ChatMessage,
-    GenerationDelta,
-    GenerationFinished,
-    GenerationRequest,
-    Role,
-    SamplingParams,
-)
 from aigc_inference.core import InferenceCore
 from aigc_inference.engines.llama_cpp import LlamaCppEngine
 from aigc_inference.metrics import InferenceMetrics
@@ -260,32 +252,3 @@ async def test_deadline_ends_the_call_and_the_generation(served: Served) -> None
         await asyncio.sleep(0.5)
         assert served.registry.get_sample_value("aigc_tokens_total", labels) == settled
         assert settled is not None and settled < 600
-
-
-async def test_coalescing_sends_fewer_messages_with_the_same_tokens(cpu_model_path: Path) -> None:
-    engine = LlamaCppEngine(cpu_model_path, contexts=1, threads=2)
-    await engine.start()
-    try:
-        registry = CollectorRegistry()
-        core = InferenceCore(
-            engine, InferenceMetrics(registry), max_queue=1, default_max_tokens=64, coalesce_seconds=0.05
-        )
-        request = GenerationRequest(
-            messages=(ChatMessage(Role.USER, "Write a story about a fox."),),
-            sampling=SamplingParams(max_tokens=48, temperature=0.0),
-        )
-        deltas = []
-        finished = None
-        async for event in core.generate(request):
-            if isinstance(event, GenerationDelta):
-                deltas.append(event)
-            elif isinstance(event, GenerationFinished):
-                finished = event
-        assert finished is not None
-        tokens = sum(len(d.token_ids) for d in deltas)
-        assert tokens == finished.usage.completion_tokens
-        # ~90 tokens/s: a 50 ms window carries several tokens per message.
-        assert len(deltas) < tokens / 2
-        assert len(deltas[0].token_ids) == 1, "the first token is sent at once"
-    finally:
-        await engine.stop()

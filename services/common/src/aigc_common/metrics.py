@@ -7,9 +7,12 @@ composition root creates once per process, so several services can share one pro
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
 
 # Buckets from 1 ms to 5 min: unary calls sit low, long generations high.
 RPC_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -49,6 +52,13 @@ class UsageMetrics:
             ["tenant", "model", "kind"],
             registry=registry,
         )
+
+
+class GlobalRegistryBridge(Collector):
+    """Re-exports prometheus_client's global registry (libraries' own metrics) from ours."""
+
+    def collect(self) -> Iterable[Metric]:
+        return REGISTRY.collect()
 
 
 class MetricsEndpoint:

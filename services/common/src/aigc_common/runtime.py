@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from aigc_common.errors import ConfigError
 from aigc_common.logs import configure_logging
-from aigc_common.metrics import MetricsEndpoint, RpcMetrics, UsageMetrics
+from aigc_common.metrics import GlobalRegistryBridge, MetricsEndpoint, RpcMetrics, UsageMetrics
 from aigc_common.server import GrpcServer, ServiceBinding, run_until_signal
 from aigc_common.settings import ServiceSettings, load_settings
 from aigc_common.tracing import setup_tracing
@@ -30,6 +30,10 @@ class ProcessRuntime:
         self.name = name
         self.settings = settings
         self.registry = registry or CollectorRegistry()
+        # Libraries with their own metrics (vLLM, Ray, the process collector) use the global
+        # registry; bridging it keeps them on this process's one /metrics endpoint.
+        if registry is None:
+            self.registry.register(GlobalRegistryBridge())
         self.rpc_metrics = RpcMetrics(self.registry)
         self.usage_metrics = UsageMetrics(self.registry)
         self.endpoint = MetricsEndpoint(self.registry, settings.metrics.host, settings.metrics.port)

@@ -26,10 +26,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ServiceBinding:
-    """One gRPC service to host: its full name (for health and reflection) and how to add it."""
+    """One gRPC service to host: its full name (for health and reflection), how to add it, and
+    optionally a probe whose answer the health service reports (checked every few seconds)."""
 
     name: str
     register: Callable[[grpc.aio.Server], None]
+    healthy: Callable[[], bool] | None = None
 
 
 class GrpcServer:
@@ -44,6 +46,8 @@ class GrpcServer:
         self._metrics = metrics
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
+        self._probe_task: asyncio.Task[None] | None = None
+        self.probe_interval = 2.0
         self.port = 0
 
     @property
@@ -78,10 +82,29 @@ class GrpcServer:
         self._server = server
         for name in ["", *names]:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if any(b.healthy for b in self._bindings):
+            self._probe_task = asyncio.create_task(self._probe())
         log.info("serving", extra={"fields": {"address": self.address, "services": names}})
+
+    async def _probe(self) -> None:
+        """Keeps health honest: a dead engine turns its service NOT_SERVING, so load balancers and
+        Kubernetes stop sending it traffic."""
+        serving = health_pb2.HealthCheckResponse.SERVING
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        while True:
+            await asyncio.sleep(self.probe_interval)
+            overall = True
+            for binding in self._bindings:
+                ok = binding.healthy() if binding.healthy else True
+                overall &= ok
+                await self._health.set(binding.name, serving if ok else not_serving)
+            await self._health.set("", serving if overall else not_serving)
 
     async def stop(self, grace: float | None = None) -> None:
         """Refuses new calls and waits up to ``grace`` seconds for in-flight ones."""
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+            self._probe_task = None
         if self._server is None:
             return
         await self._health.enter_graceful_shutdown()

@@ -49,4 +49,5 @@ def binding(core: InferenceCore) -> ServiceBinding:
     return ServiceBinding(
         pb.DESCRIPTOR.services_by_name["InferenceService"].full_name,
         lambda server: pb_grpc.add_InferenceServiceServicer_to_server(servicer, server),
+        healthy=core.health,
     )
