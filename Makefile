@@ -44,7 +44,7 @@ typecheck: ## mypy on service code
 	@$(BIN)/mypy
 
 test: ## every test tier (starts Kafka, Redis and Prometheus as needed)
-	@$(PY) -m pytest
+	@bash scripts/run-tests.sh
 
 test-unit: ## unit and gRPC tests only (no local stack, no model)
 	@$(PY) -m pytest -m "not integration and not e2e"
