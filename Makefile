@@ -49,6 +49,9 @@ test: ## every test tier (starts Kafka, Redis and Prometheus as needed)
 test-unit: ## unit and gRPC tests only (no local stack, no model)
 	@$(PY) -m pytest -m "not integration and not e2e"
 
+bench-inference: ## inference overhead benchmark (gRPC and Ray Serve vs in-process), in a private network namespace
+	@unshare --net -- bash -c 'ip link set lo up && exec $(PY) loadtests/bench_inference.py --ray'
+
 stack-up: ## start Kafka, Redis and Prometheus on loopback
 	@bash scripts/local-stack.sh up
 
@@ -63,4 +66,4 @@ lock: ## re-resolve requirements/lock.txt and requirements/gpu-lock.txt from pyp
 	@$(BIN)/uv pip compile pyproject.toml --extra dev --extra gpu --python-version 3.11 \
 		--python-platform x86_64-manylinux_2_28 -o requirements/gpu-lock.txt -q --no-header
 
-.PHONY: help setup demo ci up down proto proto-check fmt lint typecheck test test-unit stack-up stack-down stack-status lock
+.PHONY: help setup demo ci up down bench-inference proto proto-check fmt lint typecheck test test-unit stack-up stack-down stack-status lock
