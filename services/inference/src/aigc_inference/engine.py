@@ -8,9 +8,12 @@ through the engine first (context window checks, usage) and passes the count alo
 from __future__ import annotations
 
 import abc
+import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from aigc_common.errors import InvalidArgument
 from aigc_common.types import ChatMessage, FinishReason, SamplingParams
 
 
@@ -91,3 +94,14 @@ class Engine(abc.ABC):
 
     async def stop(self) -> None:
         """Releases the model or the connection."""
+
+
+def parse_json_schema(text: str) -> dict[str, Any]:
+    """A request's ``json_schema`` as a dict; every engine refuses a bad one the same way."""
+    try:
+        schema = json.loads(text)
+    except ValueError as exc:
+        raise InvalidArgument(f"not a usable JSON schema: {exc}", field="json_schema") from None
+    if not isinstance(schema, dict):
+        raise InvalidArgument("not a usable JSON schema: must be a JSON object", field="json_schema")
+    return schema

@@ -21,7 +21,7 @@ from typing import Any
 from aigc_common.errors import InvalidArgument, Unavailable
 from aigc_common.tokenizer import GgufChatTokenizer
 from aigc_common.types import ChatMessage, FinishReason
-from aigc_inference.engine import Engine, EngineDelta, EngineRequest, ModelInfo
+from aigc_inference.engine import Engine, EngineDelta, EngineRequest, ModelInfo, parse_json_schema
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +154,7 @@ class LlamaCppEngine(Engine):
     def _grammar(self, json_schema: str) -> Any:
         from llama_cpp import LlamaGrammar
 
+        parse_json_schema(json_schema)  # the same refusal of malformed schemas as every engine
         try:
             return LlamaGrammar.from_json_schema(json_schema, verbose=False)
         except (ValueError, TypeError, KeyError, RuntimeError) as exc:

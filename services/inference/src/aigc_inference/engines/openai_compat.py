@@ -25,7 +25,7 @@ import httpx
 from aigc_common.errors import AigcError, ConfigError, InvalidArgument, ResourceExhausted, Unavailable
 from aigc_common.tokenizer import GgufChatTokenizer
 from aigc_common.types import ChatMessage, FinishReason
-from aigc_inference.engine import Engine, EngineDelta, EngineRequest, ModelInfo
+from aigc_inference.engine import Engine, EngineDelta, EngineRequest, ModelInfo, parse_json_schema
 from aigc_inference.settings import OpenAICompatibleSettings
 
 log = logging.getLogger(__name__)
@@ -190,7 +190,7 @@ class OpenAICompatibleEngine(Engine):
         client = self._client
         if client is None:
             raise Unavailable(f"{self._info.name} is not started")
-        schema = _parse_schema(request.json_schema) if request.json_schema else None
+        schema = parse_json_schema(request.json_schema) if request.json_schema else None
         abort = asyncio.Event()
         self._aborts[request.request_id] = abort
         deltas = self._stream(client, request, schema)
@@ -323,16 +323,6 @@ class OpenAICompatibleEngine(Engine):
             else:
                 body["response_format"] = {"type": "json_object", "schema": schema}
         return body
-
-
-def _parse_schema(text: str) -> dict[str, Any]:
-    try:
-        schema = json.loads(text)
-    except ValueError as exc:
-        raise InvalidArgument(f"not valid JSON: {exc}", field="json_schema") from None
-    if not isinstance(schema, dict):
-        raise InvalidArgument("must be a JSON object", field="json_schema")
-    return schema
 
 
 async def _sse_data(response: httpx.Response) -> AsyncGenerator[str, None]:

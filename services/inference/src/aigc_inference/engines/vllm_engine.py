@@ -13,7 +13,6 @@ vLLM is imported in methods only: this module must import on machines without th
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
@@ -21,7 +20,7 @@ from typing import Any
 
 from aigc_common.errors import ConfigError, InvalidArgument, ResourceExhausted, Unavailable
 from aigc_common.types import ChatMessage, FinishReason
-from aigc_inference.engine import Engine, EngineDelta, EngineRequest, ModelInfo
+from aigc_inference.engine import Engine, EngineDelta, EngineRequest, ModelInfo, parse_json_schema
 from aigc_inference.settings import VllmSettings
 
 log = logging.getLogger(__name__)
@@ -188,7 +187,9 @@ class VllmEngine(Engine):
         if sampling.top_k:  # our 0 means unset; vLLM's 0 (or -1) means "all tokens"
             values["top_k"] = sampling.top_k
         structured = (
-            StructuredOutputsParams(json=_json_schema(request.json_schema)) if request.json_schema else None
+            StructuredOutputsParams(json=parse_json_schema(request.json_schema))
+            if request.json_schema
+            else None
         )
         # Stop sequences stay with the core (it holds text back until they can no longer match), so
         # every engine ends on them alike; closing the stream then aborts the sequence here.
@@ -295,16 +296,6 @@ def _render(tokenizer: Any, conversation: list[dict[str, str]]) -> list[int]:
 def _chat_template(tokenizer: Any) -> str:
     template = getattr(tokenizer, "chat_template", None)
     return template if isinstance(template, str) else ""
-
-
-def _json_schema(text: str) -> dict[str, Any]:
-    try:
-        schema = json.loads(text)
-    except ValueError as exc:
-        raise InvalidArgument(f"not a usable JSON schema: {exc}", field="json_schema") from None
-    if not isinstance(schema, dict):
-        raise InvalidArgument("not a usable JSON schema: must be a JSON object", field="json_schema")
-    return schema
 
 
 def _finish_reason(reason: str | None) -> FinishReason:
