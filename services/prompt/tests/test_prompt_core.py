@@ -11,7 +11,7 @@ from aigc_common.pricing import Price
 from aigc_common.types import ChatMessage, Role
 from aigc_prompt.core import PromptCore
 from aigc_prompt.settings import PromptSettings
-from aigc_prompt.templates import load_template_dir
+from aigc_prompt.templates import TemplateStore, load_template_dir
 
 TEMPLATES = PromptSettings().templates_dir
 
@@ -23,7 +23,7 @@ def _count(messages: tuple[ChatMessage, ...]) -> int:
 
 def _core(root: Path = TEMPLATES) -> PromptCore:
     return PromptCore(
-        load_template_dir(root),
+        TemplateStore(root),
         count_tokens=_count,
         prices={"smollm2-135m-instruct": Price("CNY", 1.0, 2.0)},
         default_model="smollm2-135m-instruct",
@@ -117,3 +117,95 @@ def test_cost_estimate_for_a_batch_is_worst_case_by_default() -> None:
     # 1.0 per 1k prompt tokens, 2.0 per 1k completion tokens, in nanos.
     assert many.amount_nanos == round((many.prompt_tokens * 1.0 + many.completion_tokens * 2.0) * 1e6)
     assert many.currency == "CNY"
+
+
+def _write_version(root: Path, version: int, text: str) -> None:
+    folder = root / "greet"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"v{version}.yaml").write_text(
+        f"id: greet\nversion: {version}\nmessages:\n  - role: user\n    content: '{text}'\n"
+    )
+
+
+def test_hot_reload_picks_up_a_new_version_and_new_template(tmp_path: Path) -> None:
+    root = tmp_path / "templates"
+    _write_version(root, 1, "hello one")
+    (root / "greet" / "labels.yaml").write_text("production: 1\n")
+    store = TemplateStore(root)
+    core = _core_over(store)
+    assert core.render("t", "greet", {}).messages[0].content == "hello one"
+
+    _write_version(root, 2, "hello two")
+    (root / "greet" / "labels.yaml").write_text("production: 2\n")
+    (root / "other").mkdir()
+    (root / "other" / "v1.yaml").write_text(
+        "id: other\nversion: 1\nmessages:\n  - role: user\n    content: x\n"
+    )
+    assert sorted(store.reload()) == ["greet", "other"]
+    assert core.render("t", "greet", {}).messages[0].content == "hello two"
+    assert core.render("t", "other", {}).version == 1
+    assert store.reload() == [], "nothing changed, nothing reloaded"
+
+
+def test_a_broken_file_never_replaces_the_good_version(tmp_path: Path) -> None:
+    root = tmp_path / "templates"
+    _write_version(root, 1, "hello one")
+    store = TemplateStore(root)
+    core = _core_over(store)
+    (root / "greet" / "v2.yaml").write_text("id: greet\nversion: 2\nmessages: [{role: robot, content: x}]\n")
+    assert store.reload() == []
+    assert "v2.yaml" in store.errors["greet"] and "role" in store.errors["greet"]
+    assert core.render("t", "greet", {}).messages[0].content == "hello one"
+    # Editing an existing version is refused too: versions are immutable.
+    (root / "greet" / "v2.yaml").unlink()
+    _write_version(root, 1, "sneaky edit")
+    assert store.reload() == []
+    assert "immutable" in store.errors["greet"]
+    assert core.render("t", "greet", {}).messages[0].content == "hello one"
+    # Fixing the folder clears the error.
+    _write_version(root, 1, "hello one")
+    store.reload()
+    assert "greet" not in store.errors
+
+
+def test_label_moves_survive_a_reload(tmp_path: Path) -> None:
+    root = tmp_path / "templates"
+    _write_version(root, 1, "one")
+    _write_version(root, 2, "two")
+    (root / "greet" / "labels.yaml").write_text("production: 1\n")
+    store = TemplateStore(root)
+    core = _core_over(store)
+    core.set_label("t", "greet", "production", 2, actor="ops")
+    _write_version(root, 3, "three")
+    store.reload()
+    assert core.render("t", "greet", {}).version == 2
+    assert core.labels("greet")["production"] == 2
+
+
+async def test_the_watcher_reloads_in_the_background(tmp_path: Path) -> None:
+    import asyncio
+
+    root = tmp_path / "templates"
+    _write_version(root, 1, "one")
+    store = TemplateStore(root)
+    core = _core_over(store)
+    core.watch(0.05)
+    try:
+        _write_version(root, 2, "two")
+        (root / "greet" / "labels.yaml").write_text("production: 2\n")
+        for _ in range(100):
+            if core.labels("greet").get("production") == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert core.render("t", "greet", {}).messages[0].content == "two"
+    finally:
+        await core.close()
+
+
+def _core_over(store: TemplateStore) -> PromptCore:
+    return PromptCore(
+        store,
+        count_tokens=_count,
+        prices={},
+        default_model="m",
+    )

@@ -11,21 +11,24 @@ from aigc_common.tokenizer import GgufChatTokenizer
 from aigc_prompt.core import PromptCore
 from aigc_prompt.servicer import binding
 from aigc_prompt.settings import PromptSettings
-from aigc_prompt.templates import load_template_dir
+from aigc_prompt.templates import TemplateStore
 
 
 async def build_core(settings: PromptSettings, runtime: ProcessRuntime | None = None) -> PromptCore:
     """Loads templates and the tokenizer; fails at start-up on a broken template file."""
-    templates = load_template_dir(settings.templates_dir)
+    templates = TemplateStore(settings.templates_dir)
     tokenizer = await asyncio.to_thread(
         GgufChatTokenizer.from_path, settings.tokenizer_path or default_gguf_path()
     )
-    return PromptCore(
+    core = PromptCore(
         templates,
         count_tokens=tokenizer.count_messages,
         prices={name: Price.from_setting(p) for name, p in settings.prices.items()},
         default_model=settings.default_model,
     )
+    if settings.reload_interval_seconds > 0:
+        core.watch(settings.reload_interval_seconds)
+    return core
 
 
 def builder(settings: PromptSettings) -> Builder:

@@ -3,6 +3,7 @@ sandbox, compute the bundle id, move labels, estimate cost. No gRPC here."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import threading
@@ -16,7 +17,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from aigc_common.errors import InvalidArgument, NotFound, PermissionDenied
 from aigc_common.pricing import Price
 from aigc_common.types import ChatMessage, Role, SamplingParams
-from aigc_prompt.templates import TemplateEntry, TemplateVersion
+from aigc_prompt.templates import TemplateEntry, TemplateStore, TemplateVersion
 
 MAX_RENDERED_CHARS = 64_000
 
@@ -62,14 +63,17 @@ class PromptCore:
 
     def __init__(
         self,
-        templates: Mapping[str, TemplateEntry],
+        templates: TemplateStore,
         *,
         count_tokens: Callable[[tuple[ChatMessage, ...]], int],
         prices: Mapping[str, Price],
         default_model: str,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._templates = dict(templates)
+        self._store = templates
+        # Label moves made through SetLabel win over labels.yaml and survive hot reloads.
+        self._label_moves: dict[tuple[str, str], int] = {}
+        self._watch: asyncio.Task[None] | None = None
         self._count_tokens = count_tokens
         self._prices = dict(prices)
         self._default_model = default_model
@@ -79,13 +83,26 @@ class PromptCore:
         # Undefined variables are errors, attribute escapes are blocked, templates cannot change state.
         self._env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 
+    def watch(self, interval_seconds: float) -> None:
+        """Starts hot reload: template files are re-read every ``interval_seconds``."""
+
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(interval_seconds)
+                await asyncio.to_thread(self._store.reload)
+
+        self._watch = asyncio.get_running_loop().create_task(loop())
+
     async def close(self) -> None:
-        """Nothing to release: templates and the tokenizer live as long as the process."""
+        """Stops hot reload; templates and the tokenizer need no release."""
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
 
     def _entry(self, tenant_id: str, template_id: str) -> TemplateEntry:
         if not template_id:
             raise InvalidArgument("must not be empty", field="template_id")
-        entry = self._templates.get(template_id)
+        entry = self._store.entries.get(template_id)
         if entry is None:
             raise InvalidArgument(f"unknown template {template_id!r}", field="template_id")
         tenants = entry.versions[entry.latest].spec.tenants
@@ -101,8 +118,7 @@ class PromptCore:
                 raise InvalidArgument(f"template {template_id!r} has no version {version}", field="version")
             return entry.versions[version]
         label = label or "production"
-        with self._lock:
-            resolved = entry.labels.get(label)
+        resolved = self.labels(template_id).get(label)
         if resolved is None:
             raise InvalidArgument(f"template {template_id!r} has no label {label!r}", field="label")
         return entry.versions[resolved]
@@ -196,15 +212,27 @@ class PromptCore:
 
     def list_templates(self, tenant_id: str) -> list[TemplateEntry]:
         visible = []
-        for entry in sorted(self._templates.values(), key=lambda e: e.template_id):
+        for entry in sorted(self._store.entries.values(), key=lambda e: e.template_id):
             tenants = entry.versions[entry.latest].spec.tenants
             if not tenants or tenant_id in tenants:
                 visible.append(entry)
         return visible
 
     def labels(self, template_id: str) -> dict[str, int]:
+        """Label name to version: labels.yaml, overridden by moves made through SetLabel."""
+        entry = self._store.entries.get(template_id)
+        if entry is None:
+            return {}
         with self._lock:
-            return dict(self._templates[template_id].labels)
+            return self._labels_of(entry)
+
+    def _labels_of(self, entry: TemplateEntry) -> dict[str, int]:
+        # Caller holds the lock. A move to a version that vanished in a reload is ignored.
+        labels = dict(entry.labels)
+        for (template_id, label), version in self._label_moves.items():
+            if template_id == entry.template_id and version in entry.versions:
+                labels[label] = version
+        return labels
 
     def set_label(self, tenant_id: str, template_id: str, label: str, version: int, actor: str) -> int:
         """Points ``label`` at ``version`` atomically; returns the previous version (0 if new)."""
@@ -214,8 +242,8 @@ class PromptCore:
         if version not in entry.versions:
             raise NotFound(f"template {template_id!r} has no version {version}", field="version")
         with self._lock:
-            previous = entry.labels.get(label, 0)
-            entry.labels[label] = version
+            previous = self._labels_of(entry).get(label, 0)
+            self._label_moves[(template_id, label)] = version
             self.label_history.append(
                 LabelMove(template_id, label, previous, version, actor or "unknown", self._clock())
             )

