@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from jinja2 import StrictUndefined, TemplateError, UndefinedError
+from jinja2 import StrictUndefined, Template, TemplateError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from aigc_common.errors import InvalidArgument, NotFound, PermissionDenied
@@ -74,6 +74,7 @@ class PromptCore:
         # Label moves made through SetLabel win over labels.yaml and survive hot reloads.
         self._label_moves: dict[tuple[str, str], int] = {}
         self._watch: asyncio.Task[None] | None = None
+        self._templates_compiled: dict[tuple[str, int], Template] = {}
         self._count_tokens = count_tokens
         self._prices = dict(prices)
         self._default_model = default_model
@@ -146,6 +147,15 @@ class PromptCore:
             values[name] = value
         return values
 
+    def _compiled(self, tv: TemplateVersion, index: int, source: str) -> Template:
+        # Compiling is ~100x the cost of rendering; versions are immutable, so compile each once.
+        key = (tv.content_hash, index)
+        template = self._templates_compiled.get(key)
+        if template is None:
+            template = self._env.from_string(source)
+            self._templates_compiled[key] = template
+        return template
+
     def bundle_id(self, tv: TemplateVersion, model: str) -> str:
         """Stable id of (template version, strategy, parameters, policy, knowledge base, model)."""
         spec = tv.spec
@@ -179,7 +189,7 @@ class PromptCore:
         total = 0
         for i, m in enumerate(tv.spec.messages):
             try:
-                content = self._env.from_string(m.content).render(**values)
+                content = self._compiled(tv, i, m.content).render(**values)
             except UndefinedError as exc:
                 raise InvalidArgument(
                     f"template references an undefined variable: {exc.message}", field="variables"
