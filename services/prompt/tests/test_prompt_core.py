@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -209,3 +210,35 @@ def _core_over(store: TemplateStore) -> PromptCore:
         prices={},
         default_model="m",
     )
+
+
+@pytest.mark.parametrize(
+    "escape",
+    [
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{{ cycler.__init__.__globals__.os.popen('id').read() }}",
+        "{{ self._TemplateReference__context }}",
+        "{% set x = [].append(1) %}{{ x }}",
+    ],
+)
+def test_sandbox_escapes_fail(tmp_path: Path, escape: str) -> None:
+    root = tmp_path / "templates"
+    (root / "evil").mkdir(parents=True)
+    (root / "evil" / "v1.yaml").write_text(
+        "id: evil\nversion: 1\nmessages:\n  - role: user\n    content: " + json.dumps(escape) + "\n"
+    )
+    core = _core_over(TemplateStore(root))
+    with pytest.raises(InvalidArgument) as err:
+        core.render("t", "evil", {})
+    assert err.value.field.startswith("messages")
+
+
+def test_rendered_output_is_bounded(tmp_path: Path) -> None:
+    root = tmp_path / "templates"
+    (root / "big").mkdir(parents=True)
+    (root / "big" / "v1.yaml").write_text(
+        'id: big\nversion: 1\nmessages:\n  - role: user\n    content: "{% for i in range(70000) %}x{% endfor %}"\n'
+    )
+    with pytest.raises(InvalidArgument) as err:
+        _core_over(TemplateStore(root)).render("t", "big", {})
+    assert "exceeds" in err.value.message
