@@ -37,7 +37,7 @@ def template_to_pb(tv: TemplateVersion, labels: dict[str, int]) -> pb.GetTemplat
         version=spec.version,
         description=spec.description,
         labels=labels,
-        strategy=spec.strategy,
+        strategy=spec.strategy.name,
         variables=[
             pb.VariableSpec(
                 name=name,

@@ -56,6 +56,34 @@ class Parameters(BaseModel):
     stop: list[str] = Field(default_factory=list)
 
 
+class StrategySpec(BaseModel):
+    """The template's chain-of-thought / few-shot strategy and its settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(
+        "none",
+        pattern="^(none|zero_shot_cot|few_shot|few_shot_cot|self_consistency)$",
+        description="Strategy.",
+    )
+    selection: str = Field(
+        "fixed", pattern="^(fixed|random|similar)$", description="How exemplars are picked."
+    )
+    k: int = Field(3, ge=1, le=32, description="Exemplars to include.")
+    token_budget: int = Field(1024, ge=1, description="Most tokens exemplars may take.")
+    samples: int = Field(1, ge=1, le=16, description="Samples to vote over (self-consistency).")
+
+
+class ExampleSpec(BaseModel):
+    """One few-shot exemplar shipped with the template."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: str = Field(min_length=1)
+    output: str = Field(min_length=1)
+    reasoning: str = ""
+
+
 class TemplateFile(BaseModel):
     """The schema of one template version file."""
 
@@ -66,12 +94,21 @@ class TemplateFile(BaseModel):
     description: str = ""
     tenants: list[str] = Field(default_factory=list)
     model: str = ""
-    strategy: str = Field("none", pattern="^(none)$")
+    language: str = Field("zh", pattern="^(zh|en)$")
+    strategy: StrategySpec = Field(default_factory=StrategySpec)
+    examples: list[ExampleSpec] = Field(default_factory=list)
+    output_schema: dict[str, Any] | None = None
     safety_policy: str = ""
     knowledge_base: str = ""
     parameters: Parameters = Field(default_factory=Parameters)
     variables: dict[str, VariableSpec] = Field(default_factory=dict)
     messages: list[MessageSpec] = Field(min_length=1)
+
+    @field_validator("strategy", mode="before")
+    @classmethod
+    def _strategy_shorthand(cls, value: object) -> object:
+        # `strategy: zero_shot_cot` is shorthand for `strategy: {name: zero_shot_cot}`.
+        return {"name": value} if isinstance(value, str) else value
 
     @field_validator("variables")
     @classmethod
