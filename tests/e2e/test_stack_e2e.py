@@ -186,6 +186,19 @@ def test_prompt_injection_is_blocked_without_echoing_it(stack: Stack) -> None:
     assert replies[-1][1].finished.finish_reason == common_pb2.FINISH_REASON_CONTENT_FILTER
 
 
+def test_json_template_answers_valid_json(stack: Stack) -> None:
+    replies = _generate(
+        stack,
+        template_id="product_attributes",
+        variables={"title": "Xiaomi vacuum flask 500 ml, white, stainless steel", "language": "en"},
+        skip_cache=True,
+    )
+    assert replies[-1][1].finished.finish_reason == common_pb2.FINISH_REASON_STOP
+    answer = json.loads(_text(replies))
+    assert set(answer) >= {"brand", "category", "color", "material", "size"}
+    assert all(isinstance(v, str) for v in answer.values())
+
+
 def test_personal_data_is_redacted_before_the_model_sees_it(stack: Stack) -> None:
     replies = _generate(
         stack,

@@ -118,6 +118,7 @@ class RenderResponse(_message.Message):
     SAMPLING_FIELD_NUMBER: _builtins.int
     SAFETY_POLICY_FIELD_NUMBER: _builtins.int
     KNOWLEDGE_BASE_FIELD_NUMBER: _builtins.int
+    JSON_SCHEMA_FIELD_NUMBER: _builtins.int
     version: _builtins.int
     """The resolved immutable version."""
     bundle_id: _builtins.str
@@ -128,6 +129,8 @@ class RenderResponse(_message.Message):
     """Safety policy the template asks for; empty means the tenant's default."""
     knowledge_base: _builtins.str
     """Knowledge base to search for context; empty means none."""
+    json_schema: _builtins.str
+    """JSON schema (JSON text) the answer must follow, from the template's output schema; empty means free text."""
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ChatMessage]:
         """Messages to send to the model."""
@@ -146,10 +149,11 @@ class RenderResponse(_message.Message):
         sampling: _common_pb2.SamplingParams | None = ...,
         safety_policy: _builtins.str = ...,
         knowledge_base: _builtins.str = ...,
+        json_schema: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["sampling", b"sampling"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle_id", b"bundle_id", "knowledge_base", b"knowledge_base", "messages", b"messages", "model", b"model", "safety_policy", b"safety_policy", "sampling", b"sampling", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle_id", b"bundle_id", "json_schema", b"json_schema", "knowledge_base", b"knowledge_base", "messages", b"messages", "model", b"model", "safety_policy", b"safety_policy", "sampling", b"sampling", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -170,6 +170,7 @@ class Gateway:
                 model=model,
                 request_id=request_id,
                 tenant_id=tenant_id,
+                json_schema=rendered.json_schema,
             )
         )
         try:

@@ -17,6 +17,7 @@ def rendered_to_pb(r: RenderedPrompt) -> pb.RenderResponse:
         sampling=sampling_to_pb(r.sampling),
         safety_policy=r.safety_policy,
         knowledge_base=r.knowledge_base,
+        json_schema=r.json_schema,
     )
 
 

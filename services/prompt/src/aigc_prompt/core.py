@@ -34,6 +34,7 @@ class RenderedPrompt:
     sampling: SamplingParams
     safety_policy: str
     knowledge_base: str
+    json_schema: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +222,9 @@ class PromptCore:
             ),
             safety_policy=tv.spec.safety_policy,
             knowledge_base=tv.spec.knowledge_base,
+            json_schema=json.dumps(tv.spec.output_schema, ensure_ascii=False)
+            if tv.spec.output_schema
+            else "",
         )
 
     def list_templates(self, tenant_id: str) -> list[TemplateEntry]:

@@ -75,6 +75,7 @@ class GrpcPrompt:
             sampling=sampling_from_pb(r.sampling),
             safety_policy=r.safety_policy,
             knowledge_base=r.knowledge_base,
+            json_schema=r.json_schema,
         )
 
 
