@@ -41,7 +41,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0, help="measuring time per template")
     args = parser.parse_args()
     core = PromptCore(
-        TemplateStore(PromptSettings().templates_dir), count_tokens=_no_tokens, prices={}, default_model="m"
+        TemplateStore(PromptSettings().templates_dir),
+        count_tokens=_no_tokens,
+        count_text_tokens=len,
+        prices={},
+        default_model="m",
     )
     figures: dict[str, float] = {}
     worst_p99 = 0.0

@@ -26,6 +26,7 @@ def _core(root: Path = TEMPLATES) -> PromptCore:
     return PromptCore(
         TemplateStore(root),
         count_tokens=_count,
+        count_text_tokens=len,
         prices={"smollm2-135m-instruct": Price("CNY", 1.0, 2.0)},
         default_model="smollm2-135m-instruct",
         clock=lambda: 1000.0,
@@ -207,6 +208,7 @@ def _core_over(store: TemplateStore) -> PromptCore:
     return PromptCore(
         store,
         count_tokens=_count,
+        count_text_tokens=len,
         prices={},
         default_model="m",
     )

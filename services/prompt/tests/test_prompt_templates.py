@@ -44,7 +44,13 @@ STORE = TemplateStore(PromptSettings().templates_dir)
 
 
 def _core() -> PromptCore:
-    return PromptCore(STORE, count_tokens=lambda m: 0, prices={}, default_model="smollm2-135m-instruct")
+    return PromptCore(
+        STORE,
+        count_tokens=lambda m: 0,
+        count_text_tokens=len,
+        prices={},
+        default_model="smollm2-135m-instruct",
+    )
 
 
 def test_every_shipped_template_has_samples_here() -> None:
@@ -69,3 +75,25 @@ def test_output_schemas_are_valid_json_schema(template: str) -> None:
     spec = STORE.entries[template].versions[STORE.entries[template].latest].spec
     if spec.output_schema is not None:
         jsonschema.Draft202012Validator.check_schema(spec.output_schema)
+
+
+def test_the_maths_template_applies_few_shot_cot_with_similar_exemplars() -> None:
+    rendered = _core().render(
+        "t", "math_word_problem", {"problem": "一辆车每小时行驶 80 公里，3 小时行驶多少公里？"}
+    )
+    assert rendered.strategy == "self_consistency" and rendered.samples == 5
+    roles = [m.role for m in rendered.messages]
+    assert roles[0] == Role.SYSTEM and roles[-1] == Role.USER
+    shots = [m.content for m in rendered.messages if m.role == Role.ASSISTANT]
+    assert len(shots) == 2  # k = 2
+    assert all("answer is" in s or "答案是" in s for s in shots)
+    # The Chinese exemplar is the most similar to a Chinese problem, so it sits next to the query.
+    assert "2 盒" in shots[-1]
+    assert (
+        "think step by step" in rendered.messages[-1].content or "一步一步" in rendered.messages[-1].content
+    )
+
+
+def test_templates_without_a_strategy_are_left_alone() -> None:
+    rendered = _core().render("t", "chat", {"prompt": "hi"})
+    assert rendered.strategy == "none" and [m.content for m in rendered.messages][-1] == "hi"

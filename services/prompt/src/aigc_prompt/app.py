@@ -23,6 +23,7 @@ async def build_core(settings: PromptSettings, runtime: ProcessRuntime | None = 
     core = PromptCore(
         templates,
         count_tokens=tokenizer.count_messages,
+        count_text_tokens=lambda text: len(tokenizer.tokenize(text)),
         prices={name: Price.from_setting(p) for name, p in settings.prices.items()},
         default_model=settings.default_model,
     )

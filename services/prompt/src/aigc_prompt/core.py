@@ -17,6 +17,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from aigc_common.errors import InvalidArgument, NotFound, PermissionDenied
 from aigc_common.pricing import Price
 from aigc_common.types import ChatMessage, Role, SamplingParams
+from aigc_prompt.strategies import Example, StrategyConfigError, StrategyContext, build_strategy
 from aigc_prompt.templates import TemplateEntry, TemplateStore, TemplateVersion
 
 MAX_RENDERED_CHARS = 64_000
@@ -35,6 +36,8 @@ class RenderedPrompt:
     safety_policy: str
     knowledge_base: str
     json_schema: str = ""
+    strategy: str = "none"
+    samples: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +70,7 @@ class PromptCore:
         templates: TemplateStore,
         *,
         count_tokens: Callable[[tuple[ChatMessage, ...]], int],
+        count_text_tokens: Callable[[str], int],
         prices: Mapping[str, Price],
         default_model: str,
         clock: Callable[[], float] = time.time,
@@ -77,6 +81,7 @@ class PromptCore:
         self._watch: asyncio.Task[None] | None = None
         self._templates_compiled: dict[tuple[str, int], Template] = {}
         self._count_tokens = count_tokens
+        self._count_text_tokens = count_text_tokens
         self._prices = dict(prices)
         self._default_model = default_model
         self._clock = clock
@@ -148,6 +153,33 @@ class PromptCore:
             values[name] = value
         return values
 
+    def _apply_strategy(
+        self, tv: TemplateVersion, values: Mapping[str, str], messages: tuple[ChatMessage, ...]
+    ) -> tuple[ChatMessage, ...]:
+        spec = tv.spec
+        config: dict[str, object] = {}
+        if spec.strategy.name in ("few_shot", "few_shot_cot", "self_consistency"):
+            config = {
+                "selection": spec.strategy.selection,
+                "k": spec.strategy.k,
+                "token_budget": spec.strategy.token_budget,
+            }
+        if spec.strategy.name == "self_consistency":
+            config["samples"] = spec.strategy.samples
+        language = values.get("language", "")
+        user = [m.content for m in messages if m.role == Role.USER]
+        context = StrategyContext(
+            # A template's `language` variable wins, so a bilingual template gets the right trigger.
+            language=language if language in ("zh", "en") else spec.language,
+            examples=tuple(Example(e.input, e.output, e.reasoning) for e in spec.examples),
+            query=user[-1] if user else "",
+            count_tokens=self._count_text_tokens,
+        )
+        try:
+            return build_strategy(spec.strategy.name, **config).apply(messages, context)
+        except StrategyConfigError as exc:
+            raise InvalidArgument(str(exc), field=f"strategy.{exc.field}") from None
+
     def _compiled(self, tv: TemplateVersion, index: int, source: str) -> Template:
         # Compiling is ~100x the cost of rendering; versions are immutable, so compile each once.
         key = (tv.content_hash, index)
@@ -206,6 +238,7 @@ class PromptCore:
                     f"rendered prompt exceeds {MAX_RENDERED_CHARS} characters", field="variables"
                 )
             messages.append(ChatMessage(Role(m.role), content))
+        messages = list(self._apply_strategy(tv, values, tuple(messages)))
         params = tv.spec.parameters
         model = tv.spec.model or self._default_model
         return RenderedPrompt(
@@ -225,6 +258,8 @@ class PromptCore:
             json_schema=json.dumps(tv.spec.output_schema, ensure_ascii=False)
             if tv.spec.output_schema
             else "",
+            strategy=tv.spec.strategy.name,
+            samples=tv.spec.strategy.samples if tv.spec.strategy.name == "self_consistency" else 1,
         )
 
     def list_templates(self, tenant_id: str) -> list[TemplateEntry]:
