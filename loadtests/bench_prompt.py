@@ -26,6 +26,8 @@ CASES = {
         "selling_points": "304不锈钢, 12小时保温, 一键开盖",
         "language": "zh",
     },
+    # Few-shot CoT with similarity-ranked exemplars: the most work a render does.
+    "math_word_problem": {"problem": "一辆车每小时行驶 80 公里，3 小时行驶多少公里？"},
 }
 
 
