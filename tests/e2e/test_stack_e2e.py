@@ -186,6 +186,30 @@ def test_prompt_injection_is_blocked_without_echoing_it(stack: Stack) -> None:
     assert replies[-1][1].finished.finish_reason == common_pb2.FINISH_REASON_CONTENT_FILTER
 
 
+TEMPLATE_RUNS = {
+    "product_copy": {"product": "保温杯", "selling_points": "304不锈钢", "language": "zh"},
+    "translation": {"text": "本产品采用304不锈钢。", "glossary": "304不锈钢 = 304 stainless steel"},
+    "customer_service": {"question": "多久发货？", "context": "现货商品 48 小时内发货。"},
+    "compliance_review": {"text": "全国第一的保温杯，喝了能预防感冒！"},
+    "math_word_problem": {"problem": "A shop sells pens at 3 yuan each. How much do 7 pens cost?"},
+}
+
+
+@pytest.mark.parametrize("template", sorted(TEMPLATE_RUNS))
+def test_every_shipped_template_runs_on_the_cpu_model(stack: Stack, template: str) -> None:
+    replies = _generate(
+        stack,
+        template_id=template,
+        variables=TEMPLATE_RUNS[template],
+        skip_cache=True,
+        sampling=common_pb2.SamplingParams(max_tokens=24),
+    )
+    assert replies[0][1].started.template_version == 1
+    finished = replies[-1][1].finished
+    assert finished.finish_reason in (common_pb2.FINISH_REASON_STOP, common_pb2.FINISH_REASON_LENGTH)
+    assert finished.usage.completion_tokens > 0 and _text(replies).strip()
+
+
 def test_json_template_answers_valid_json(stack: Stack) -> None:
     replies = _generate(
         stack,
