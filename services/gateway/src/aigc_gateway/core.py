@@ -6,6 +6,7 @@ output moderation as further stages of the same pipeline.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -13,7 +14,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field, replace
 
 from aigc_cache.core import CachedAnswer, Partition
-from aigc_common.errors import InvalidArgument, Unavailable
+from aigc_common.errors import FailedPrecondition, InvalidArgument, Unavailable
 from aigc_common.pricing import Price
 from aigc_common.types import (
     ChatMessage,
@@ -34,6 +35,10 @@ log = logging.getLogger(__name__)
 
 CHAT_TEMPLATE = "chat"
 REPLAY_CHUNK_CHARS = 12
+REPAIR_PROMPT = (
+    "Your previous answer was not valid: {problem}. Reply again with only a JSON value that matches the "
+    "required schema. 上一个回答不符合要求的 JSON 格式，请只输出符合格式的 JSON。"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,38 +165,80 @@ class Gateway:
                     yield replayed
                 return
 
-        answer: list[str] = []
+        # Answers with an output schema are held back, validated, and repaired once if needed, so
+        # the caller never receives JSON that does not match the template's schema.
+        schema = json.loads(rendered.json_schema) if rendered.json_schema else None
+        attempt_messages = rendered.messages
         first_token_at = 0.0
+        prompt_tokens = completion_tokens = 0
+        text = ""
         finished: GenerationFinished | None = None
-        stream = self._inference.generate(
-            GenerationRequest(
-                messages=rendered.messages,
-                sampling=sampling,
-                model=model,
-                request_id=request_id,
-                tenant_id=tenant_id,
-                json_schema=rendered.json_schema,
+        for attempt in (1, 2):
+            answer: list[str] = []
+            finished = None
+            stream = self._inference.generate(
+                GenerationRequest(
+                    messages=attempt_messages,
+                    sampling=sampling,
+                    model=model,
+                    request_id=request_id if attempt == 1 else f"{request_id}-repair",
+                    tenant_id=tenant_id,
+                    json_schema=rendered.json_schema,
+                )
             )
-        )
-        try:
-            async for event in stream:
-                if isinstance(event, GenerationStarted):
-                    model = event.model
-                    yield Started(request_id, rendered.bundle_id, model, False, rendered.version)
-                    for notice in notices:
-                        yield notice
-                elif isinstance(event, GenerationDelta):
-                    if event.text:
-                        if not first_token_at:
-                            first_token_at = time.perf_counter()
-                        answer.append(event.text)
-                        yield Delta(event.text)
-                elif isinstance(event, GenerationFinished):
-                    finished = event
-        finally:
-            await stream.aclose()  # type: ignore[attr-defined]
-        if finished is None:
-            raise Unavailable("the inference service ended the stream without a result")
+            try:
+                async for event in stream:
+                    if isinstance(event, GenerationStarted):
+                        model = event.model
+                        if attempt == 1:
+                            yield Started(request_id, rendered.bundle_id, model, False, rendered.version)
+                            for notice in notices:
+                                yield notice
+                    elif isinstance(event, GenerationDelta):
+                        if event.text:
+                            answer.append(event.text)
+                            if schema is None:
+                                first_token_at = first_token_at or time.perf_counter()
+                                yield Delta(event.text)
+                    elif isinstance(event, GenerationFinished):
+                        finished = event
+            finally:
+                await stream.aclose()  # type: ignore[attr-defined]
+            if finished is None:
+                raise Unavailable("the inference service ended the stream without a result")
+            prompt_tokens += finished.usage.prompt_tokens
+            completion_tokens += finished.usage.completion_tokens
+            text = "".join(answer)
+            if schema is None:
+                break
+            problem = schema_problem(text, schema)
+            if problem is None:
+                first_token_at = time.perf_counter()
+                for i in range(0, len(text), REPLAY_CHUNK_CHARS):
+                    yield Delta(text[i : i + REPLAY_CHUNK_CHARS])
+                break
+            if attempt == 2:
+                # Both attempts used the model: the tenant is charged for them before the error.
+                price = self._prices.get(model)
+                self._account(
+                    tenant_id,
+                    model,
+                    price,
+                    price.cost_nanos(prompt_tokens, completion_tokens) if price else 0,
+                )
+                raise FailedPrecondition(
+                    f"the model's answer did not match the template's output schema after one repair "
+                    f"attempt ({problem})",
+                    field="output_schema",
+                )
+            attempt_messages = (
+                *rendered.messages,
+                ChatMessage(Role.ASSISTANT, text),
+                ChatMessage(Role.USER, REPAIR_PROMPT.format(problem=problem)),
+            )
+        assert finished is not None
+        finished = replace(finished, usage=Usage(prompt_tokens, completion_tokens))
+        answer = [text]
 
         usage = finished.usage
         price = self._prices.get(model)
@@ -277,3 +324,19 @@ def _log_request(
             }
         },
     )
+
+
+def schema_problem(text: str, schema: dict[str, object]) -> str | None:
+    """Why ``text`` is not a JSON value matching ``schema``; None when it is. The reason names the
+    place and the rule, never the answer's text."""
+    import jsonschema
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return f"not JSON ({exc.msg} at character {exc.pos})"
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(value))
+    if error is None:
+        return None
+    where = "$" + "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+    return f"at {where}: fails '{error.validator}'"

@@ -1,0 +1,136 @@
+"""The gateway's structured-output stage with a scripted inference port (unit test of the core):
+answers are validated against the template's schema and repaired once."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from aigc_cache.adapters.memory_store import MemoryStore
+from aigc_cache.core import CacheCore
+from aigc_cache.metrics import CacheMetrics
+from aigc_common.errors import FailedPrecondition
+from aigc_common.metrics import UsageMetrics
+from aigc_common.types import (
+    ChatMessage,
+    FinishReason,
+    GenerationDelta,
+    GenerationEvent,
+    GenerationFinished,
+    GenerationRequest,
+    GenerationStarted,
+    Role,
+    SamplingParams,
+    Usage,
+)
+from aigc_gateway.adapters.inprocess import InProcessCache
+from aigc_gateway.core import Delta, Finished, Gateway, GatewayRequest, schema_problem
+from aigc_gateway.metrics import GatewayMetrics
+from aigc_prompt.core import RenderedPrompt
+from aigc_safety.types import Action, Verdict
+
+SCHEMA = {"type": "object", "properties": {"colour": {"type": "string"}}, "required": ["colour"]}
+
+
+class FixedPrompt:
+    async def render(
+        self, tenant_id: str, template_id: str, variables: Mapping[str, str], label: str, version: int
+    ) -> RenderedPrompt:
+        return RenderedPrompt(
+            template_id=template_id,
+            version=1,
+            bundle_id="b-test",
+            messages=(ChatMessage(Role.USER, "Describe an apple as JSON."),),
+            model="scripted",
+            sampling=SamplingParams(max_tokens=32),
+            safety_policy="",
+            knowledge_base="",
+            json_schema=json.dumps(SCHEMA),
+        )
+
+
+class AllowAll:
+    async def check_input(self, tenant_id: str, policy: str, text: str) -> Verdict:
+        return Verdict(Action.ALLOW, "default@1")
+
+
+class ScriptedInference:
+    """Answers each request with the next scripted text."""
+
+    def __init__(self, answers: list[str]) -> None:
+        self.answers = answers
+        self.requests: list[GenerationRequest] = []
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+        self.requests.append(request)
+        text = self.answers[len(self.requests) - 1]
+        yield GenerationStarted(request.request_id, "scripted", 10)
+        for i in range(0, len(text), 4):
+            yield GenerationDelta(text[i : i + 4], (1,))
+        yield GenerationFinished(FinishReason.STOP, Usage(10, len(text)))
+
+
+def _gateway(inference: ScriptedInference) -> Gateway:
+    registry = CollectorRegistry()
+    cache = CacheCore(
+        MemoryStore(), CacheMetrics(registry), key_prefix="t:", default_ttl_seconds=60, max_answer_chars=999
+    )
+    return Gateway(
+        prompt=FixedPrompt(),
+        safety=AllowAll(),
+        cache=InProcessCache(cache),
+        inference=inference,
+        metrics=GatewayMetrics(registry, UsageMetrics(registry)),
+        prices={},
+    )
+
+
+async def _run(gateway: Gateway) -> tuple[str, Finished]:
+    text = ""
+    finished = None
+    async for event in gateway.generate("acme", GatewayRequest(template_id="apple", skip_cache=True)):
+        if isinstance(event, Delta):
+            text += event.text
+        elif isinstance(event, Finished):
+            finished = event
+    assert finished is not None
+    return text, finished
+
+
+async def test_a_valid_answer_passes_in_one_attempt() -> None:
+    inference = ScriptedInference(['{"colour": "red"}'])
+    text, finished = await _run(_gateway(inference))
+    assert json.loads(text) == {"colour": "red"}
+    assert len(inference.requests) == 1
+    assert inference.requests[0].json_schema, "the schema goes to the engine for constrained decoding"
+    assert finished.usage.completion_tokens == len('{"colour": "red"}')
+
+
+async def test_an_invalid_answer_is_repaired_once_and_both_attempts_are_charged() -> None:
+    inference = ScriptedInference(['{"color": "red"', '{"colour": "green"}'])
+    text, finished = await _run(_gateway(inference))
+    assert json.loads(text) == {"colour": "green"}, "the caller never sees the broken first answer"
+    assert len(inference.requests) == 2
+    repair = inference.requests[1].messages
+    assert repair[-2] == ChatMessage(Role.ASSISTANT, '{"color": "red"')
+    assert "not JSON" in repair[-1].content
+    assert finished.usage.completion_tokens == len('{"color": "red"') + len('{"colour": "green"}')
+    assert finished.usage.prompt_tokens == 20
+
+
+async def test_two_invalid_answers_end_with_a_clear_error_that_does_not_echo_them() -> None:
+    inference = ScriptedInference(['{"color": "secret-red"}', '{"shade": "secret-blue"}'])
+    with pytest.raises(FailedPrecondition) as err:
+        await _run(_gateway(inference))
+    message = str(err.value)
+    assert "output_schema" in message and "repair" in message and "required" in message
+    assert "secret" not in message
+
+
+def test_schema_problem_names_place_and_rule() -> None:
+    assert schema_problem('{"colour": "red"}', SCHEMA) is None
+    assert schema_problem('{"colour": 3}', SCHEMA) == "at $.colour: fails 'type'"
+    assert (schema_problem("[1", SCHEMA) or "").startswith("not JSON")
