@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -73,13 +74,13 @@ class ScriptedInference:
         yield GenerationFinished(FinishReason.STOP, Usage(10, len(text)))
 
 
-def _gateway(inference: ScriptedInference) -> Gateway:
+def _gateway(inference: ScriptedInference, prompt: FixedPrompt | None = None) -> Gateway:
     registry = CollectorRegistry()
     cache = CacheCore(
         MemoryStore(), CacheMetrics(registry), key_prefix="t:", default_ttl_seconds=60, max_answer_chars=999
     )
     return Gateway(
-        prompt=FixedPrompt(),
+        prompt=prompt or FixedPrompt(),
         safety=AllowAll(),
         cache=InProcessCache(cache),
         inference=inference,
@@ -134,3 +135,27 @@ def test_schema_problem_names_place_and_rule() -> None:
     assert schema_problem('{"colour": "red"}', SCHEMA) is None
     assert schema_problem('{"colour": 3}', SCHEMA) == "at $.colour: fails 'type'"
     assert (schema_problem("[1", SCHEMA) or "").startswith("not JSON")
+
+
+class MathsPrompt(FixedPrompt):
+    async def render(
+        self, tenant_id: str, template_id: str, variables: Mapping[str, str], label: str, version: int
+    ) -> RenderedPrompt:
+        rendered = await super().render(tenant_id, template_id, variables, label, version)
+        return replace(rendered, json_schema="", strategy="self_consistency", samples=3)
+
+
+async def test_self_consistency_streams_only_the_voted_answer() -> None:
+    inference = ScriptedInference(
+        [
+            "7 pens at 3 yuan is 7 * 3 = 21. Therefore, the answer is: 21",
+            "3 + 7 = 10. Therefore, the answer is: 10",
+            "Each pen costs 3, so 21 in total. Therefore, the answer is: 21.0",
+        ]
+    )
+    text, finished = await _run(_gateway(inference, MathsPrompt()))
+    assert text == "21", "the caller gets the majority answer, not the reasoning"
+    assert len(inference.requests) == 3
+    assert len({r.request_id for r in inference.requests}) == 3
+    assert finished.usage.completion_tokens == sum(len(a) for a in inference.answers)
+    assert finished.usage.prompt_tokens == 30

@@ -119,6 +119,8 @@ class RenderResponse(_message.Message):
     SAFETY_POLICY_FIELD_NUMBER: _builtins.int
     KNOWLEDGE_BASE_FIELD_NUMBER: _builtins.int
     JSON_SCHEMA_FIELD_NUMBER: _builtins.int
+    STRATEGY_FIELD_NUMBER: _builtins.int
+    SAMPLES_FIELD_NUMBER: _builtins.int
     version: _builtins.int
     """The resolved immutable version."""
     bundle_id: _builtins.str
@@ -131,6 +133,10 @@ class RenderResponse(_message.Message):
     """Knowledge base to search for context; empty means none."""
     json_schema: _builtins.str
     """JSON schema (JSON text) the answer must follow, from the template's output schema; empty means free text."""
+    strategy: _builtins.str
+    """Strategy name: "none", "zero_shot_cot", "few_shot", "few_shot_cot" or "self_consistency"."""
+    samples: _builtins.int
+    """Answers to sample and vote over (self-consistency); 1 means a single answer."""
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ChatMessage]:
         """Messages to send to the model."""
@@ -150,10 +156,12 @@ class RenderResponse(_message.Message):
         safety_policy: _builtins.str = ...,
         knowledge_base: _builtins.str = ...,
         json_schema: _builtins.str = ...,
+        strategy: _builtins.str = ...,
+        samples: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["sampling", b"sampling"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle_id", b"bundle_id", "json_schema", b"json_schema", "knowledge_base", b"knowledge_base", "messages", b"messages", "model", b"model", "safety_policy", b"safety_policy", "sampling", b"sampling", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle_id", b"bundle_id", "json_schema", b"json_schema", "knowledge_base", b"knowledge_base", "messages", b"messages", "model", b"model", "safety_policy", b"safety_policy", "samples", b"samples", "sampling", b"sampling", "strategy", b"strategy", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -6,6 +6,7 @@ output moderation as further stages of the same pipeline.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -29,6 +30,8 @@ from aigc_common.types import (
 )
 from aigc_gateway.metrics import GatewayMetrics
 from aigc_gateway.ports import CachePort, InferencePort, PromptPort, SafetyPort
+from aigc_prompt.core import RenderedPrompt
+from aigc_prompt.strategies import SelfConsistency
 from aigc_safety.types import Action
 
 log = logging.getLogger(__name__)
@@ -165,6 +168,13 @@ class Gateway:
                     yield replayed
                 return
 
+        if rendered.samples > 1 and not rendered.json_schema:
+            async for voted in self._self_consistency(
+                tenant_id, request_id, rendered, model, sampling, notices, start
+            ):
+                yield voted
+            return
+
         # Answers with an output schema are held back, validated, and repaired once if needed, so
         # the caller never receives JSON that does not match the template's schema.
         schema = json.loads(rendered.json_schema) if rendered.json_schema else None
@@ -256,6 +266,72 @@ class Gateway:
             cost,
             (first_token_at - start) if first_token_at else 0.0,
             time.perf_counter() - start,
+        )
+        _log_request(tenant_id, request_id, rendered.bundle_id, model, False, done)
+        yield done
+
+    async def _self_consistency(
+        self,
+        tenant_id: str,
+        request_id: str,
+        rendered: RenderedPrompt,
+        model: str,
+        sampling: SamplingParams,
+        notices: list[SafetyDecision],
+        start: float,
+    ) -> AsyncIterator[GatewayEvent]:
+        """Samples ``rendered.samples`` reasoning paths at once, majority-votes their final answers and
+        streams only the winning answer: the reasoning stays hidden from the caller."""
+        yield Started(request_id, rendered.bundle_id, model, False, rendered.version)
+        for notice in notices:
+            yield notice
+
+        async def sample(i: int) -> tuple[str, Usage]:
+            # Distinct seeds, or every sample of a seeded request would be the same path.
+            seeded = replace(sampling, seed=sampling.seed + i) if sampling.seed is not None else sampling
+            stream = self._inference.generate(
+                GenerationRequest(
+                    messages=rendered.messages,
+                    sampling=seeded,
+                    model=model,
+                    request_id=f"{request_id}-s{i}",
+                    tenant_id=tenant_id,
+                )
+            )
+            parts: list[str] = []
+            finished: GenerationFinished | None = None
+            try:
+                async for event in stream:
+                    if isinstance(event, GenerationDelta):
+                        parts.append(event.text)
+                    elif isinstance(event, GenerationFinished):
+                        finished = event
+            finally:
+                await stream.aclose()  # type: ignore[attr-defined]
+            if finished is None:
+                raise Unavailable("the inference service ended a sample without a result")
+            return "".join(parts), finished.usage
+
+        results = await asyncio.gather(*(sample(i) for i in range(rendered.samples)))
+        vote = SelfConsistency(n=rendered.samples).vote([text for text, _ in results], language="en")
+        usage = Usage(sum(u.prompt_tokens for _, u in results), sum(u.completion_tokens for _, u in results))
+        first = time.perf_counter()
+        for i in range(0, len(vote.answer), REPLAY_CHUNK_CHARS):
+            yield Delta(vote.answer[i : i + REPLAY_CHUNK_CHARS])
+        price = self._prices.get(model)
+        cost = price.cost_nanos(usage.prompt_tokens, usage.completion_tokens) if price else 0
+        self._account(tenant_id, model, price, cost)
+        done = Finished(
+            FinishReason.STOP,
+            usage,
+            price.currency if price else "",
+            cost,
+            first - start,
+            time.perf_counter() - start,
+        )
+        log.info(
+            "self-consistency vote",
+            extra={"fields": {"request_id": request_id, "votes": vote.votes, "samples": vote.total}},
         )
         _log_request(tenant_id, request_id, rendered.bundle_id, model, False, done)
         yield done

@@ -18,6 +18,8 @@ def rendered_to_pb(r: RenderedPrompt) -> pb.RenderResponse:
         safety_policy=r.safety_policy,
         knowledge_base=r.knowledge_base,
         json_schema=r.json_schema,
+        strategy=r.strategy,
+        samples=r.samples,
     )
 
 

@@ -76,6 +76,8 @@ class GrpcPrompt:
             safety_policy=r.safety_policy,
             knowledge_base=r.knowledge_base,
             json_schema=r.json_schema,
+            strategy=r.strategy or "none",
+            samples=r.samples or 1,
         )
 
 
