@@ -11,7 +11,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
 from aigc_cache.core import CachedAnswer, Partition
@@ -224,18 +224,12 @@ class Gateway:
             problem = schema_problem(text, schema)
             if problem is None:
                 first_token_at = time.perf_counter()
-                for i in range(0, len(text), REPLAY_CHUNK_CHARS):
-                    yield Delta(text[i : i + REPLAY_CHUNK_CHARS])
+                for chunk in _chunks(text):
+                    yield chunk
                 break
             if attempt == 2:
                 # Both attempts used the model: the tenant is charged for them before the error.
-                price = self._prices.get(model)
-                self._account(
-                    tenant_id,
-                    model,
-                    price,
-                    price.cost_nanos(prompt_tokens, completion_tokens) if price else 0,
-                )
+                self._charge(tenant_id, model, Usage(prompt_tokens, completion_tokens))
                 raise FailedPrecondition(
                     f"the model's answer did not match the template's output schema after one repair "
                     f"attempt ({problem})",
@@ -247,22 +241,15 @@ class Gateway:
                 ChatMessage(Role.USER, REPAIR_PROMPT.format(problem=problem)),
             )
         assert finished is not None
-        finished = replace(finished, usage=Usage(prompt_tokens, completion_tokens))
-        answer = [text]
-
-        usage = finished.usage
-        price = self._prices.get(model)
-        cost = price.cost_nanos(usage.prompt_tokens, usage.completion_tokens) if price else 0
-        self._account(tenant_id, model, price, cost)
+        usage = Usage(prompt_tokens, completion_tokens)
+        currency, cost = self._charge(tenant_id, model, usage)
         if not req.skip_cache and finished.finish_reason in (FinishReason.STOP, FinishReason.LENGTH):
             # Only complete, allowed answers are cached (the input verdict let this request through).
-            await self._cache.store(
-                partition, rendered.messages, sampling, CachedAnswer("".join(answer), usage)
-            )
+            await self._cache.store(partition, rendered.messages, sampling, CachedAnswer(text, usage))
         done = Finished(
             finished.finish_reason,
             usage,
-            price.currency if price else "",
+            currency,
             cost,
             (first_token_at - start) if first_token_at else 0.0,
             time.perf_counter() - start,
@@ -316,15 +303,13 @@ class Gateway:
         vote = SelfConsistency(n=rendered.samples).vote([text for text, _ in results], language="en")
         usage = Usage(sum(u.prompt_tokens for _, u in results), sum(u.completion_tokens for _, u in results))
         first = time.perf_counter()
-        for i in range(0, len(vote.answer), REPLAY_CHUNK_CHARS):
-            yield Delta(vote.answer[i : i + REPLAY_CHUNK_CHARS])
-        price = self._prices.get(model)
-        cost = price.cost_nanos(usage.prompt_tokens, usage.completion_tokens) if price else 0
-        self._account(tenant_id, model, price, cost)
+        for chunk in _chunks(vote.answer):
+            yield chunk
+        currency, cost = self._charge(tenant_id, model, usage)
         done = Finished(
             FinishReason.STOP,
             usage,
-            price.currency if price else "",
+            currency,
             cost,
             first - start,
             time.perf_counter() - start,
@@ -353,8 +338,8 @@ class Gateway:
             yield notice
         text = hit.answer
         first = time.perf_counter()
-        for i in range(0, len(text), REPLAY_CHUNK_CHARS):
-            yield Delta(text[i : i + REPLAY_CHUNK_CHARS])
+        for chunk in _chunks(text):
+            yield chunk
         usage = Usage(
             hit.usage.prompt_tokens, hit.usage.completion_tokens, cached_tokens=hit.usage.completion_tokens
         )
@@ -374,10 +359,21 @@ class Gateway:
             time.perf_counter() - start,
         )
 
-    def _account(self, tenant_id: str, model: str, price: Price | None, cost_nanos: int) -> None:
-        # Prompt and completion tokens are counted by inference, which knows them exactly.
-        if price is not None:
-            self._metrics.cost.labels(tenant_id, model, price.currency).inc(cost_nanos / 1e9)
+    def _charge(self, tenant_id: str, model: str, usage: Usage) -> tuple[str, int]:
+        """Prices model work and records the cost; returns (currency, nanos), ("", 0) if unpriced.
+        Prompt and completion tokens are counted by inference, which knows them exactly."""
+        price = self._prices.get(model)
+        if price is None:
+            return "", 0
+        cost = price.cost_nanos(usage.prompt_tokens, usage.completion_tokens)
+        self._metrics.cost.labels(tenant_id, model, price.currency).inc(cost / 1e9)
+        return price.currency, cost
+
+
+def _chunks(text: str) -> Iterator[Delta]:
+    """A whole answer (cache hit, validated or voted) as a stream of small deltas."""
+    for i in range(0, len(text), REPLAY_CHUNK_CHARS):
+        yield Delta(text[i : i + REPLAY_CHUNK_CHARS])
 
 
 def _log_request(

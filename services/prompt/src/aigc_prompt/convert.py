@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from aigc.prompt.v1 import prompt_pb2 as pb
-from aigc_common.convert import messages_to_pb, sampling_to_pb
+from aigc_common.convert import messages_from_pb, messages_to_pb, sampling_from_pb, sampling_to_pb
 from aigc_prompt.core import RenderedPrompt
 from aigc_prompt.templates import TemplateEntry, TemplateVersion
 
@@ -20,6 +20,22 @@ def rendered_to_pb(r: RenderedPrompt) -> pb.RenderResponse:
         json_schema=r.json_schema,
         strategy=r.strategy,
         samples=r.samples,
+    )
+
+
+def rendered_from_pb(template_id: str, r: pb.RenderResponse) -> RenderedPrompt:
+    return RenderedPrompt(
+        template_id=template_id,
+        version=r.version,
+        bundle_id=r.bundle_id,
+        messages=messages_from_pb(r.messages),
+        model=r.model,
+        sampling=sampling_from_pb(r.sampling),
+        safety_policy=r.safety_policy,
+        knowledge_base=r.knowledge_base,
+        json_schema=r.json_schema,
+        strategy=r.strategy or "none",
+        samples=r.samples or 1,
     )
 
 

@@ -28,6 +28,23 @@ def action_to_pb(action: Action) -> pb.Action.ValueType:
     return _ACTION_TO_PB[action]
 
 
+_ACTION_FROM_PB = {v: k for k, v in _ACTION_TO_PB.items()}
+
+
+def verdict_from_pb(v: pb.Verdict) -> Verdict:
+    # An action this build does not know is treated as the safest one.
+    return Verdict(
+        action=_ACTION_FROM_PB.get(v.action, Action.BLOCK),
+        policy_version=v.policy_version,
+        hits=tuple(
+            RuleHit(h.rule_id, h.category, h.severity, tuple((s.start, s.end) for s in h.spans), h.score)
+            for h in v.hits
+        ),
+        redacted_text=v.redacted_text,
+        message=v.message,
+    )
+
+
 def _span_to_pb(span: tuple[int, int]) -> pb.Span:
     return pb.Span(start=span[0], end=span[1])
 

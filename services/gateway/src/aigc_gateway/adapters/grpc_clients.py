@@ -15,9 +15,7 @@ from aigc_cache.convert import partition_to_pb
 from aigc_cache.core import CachedAnswer, Partition
 from aigc_common.convert import (
     finish_from_pb,
-    messages_from_pb,
     messages_to_pb,
-    sampling_from_pb,
     sampling_to_pb,
     usage_from_pb,
     usage_to_pb,
@@ -32,17 +30,12 @@ from aigc_common.types import (
     GenerationStarted,
     SamplingParams,
 )
+from aigc_prompt.convert import rendered_from_pb
 from aigc_prompt.core import RenderedPrompt
-from aigc_safety.types import Action, RuleHit, Verdict
+from aigc_safety.convert import verdict_from_pb
+from aigc_safety.types import Verdict
 
 T = TypeVar("T")
-
-_ACTIONS = {
-    safety_pb2.ACTION_ALLOW: Action.ALLOW,
-    safety_pb2.ACTION_REDACT: Action.REDACT,
-    safety_pb2.ACTION_BLOCK: Action.BLOCK,
-    safety_pb2.ACTION_REVIEW: Action.REVIEW,
-}
 
 
 async def _call(service: str, call: Callable[[], Awaitable[T]]) -> T:
@@ -66,19 +59,7 @@ class GrpcPrompt:
             variables=dict(variables),
         )
         r = await _call("prompt", lambda: self._stub.Render(request, timeout=self._timeout))
-        return RenderedPrompt(
-            template_id=template_id,
-            version=r.version,
-            bundle_id=r.bundle_id,
-            messages=messages_from_pb(r.messages),
-            model=r.model,
-            sampling=sampling_from_pb(r.sampling),
-            safety_policy=r.safety_policy,
-            knowledge_base=r.knowledge_base,
-            json_schema=r.json_schema,
-            strategy=r.strategy or "none",
-            samples=r.samples or 1,
-        )
+        return rendered_from_pb(template_id, r)
 
 
 class GrpcSafety:
@@ -89,17 +70,7 @@ class GrpcSafety:
     async def check_input(self, tenant_id: str, policy: str, text: str) -> Verdict:
         request = safety_pb2.CheckInputRequest(tenant_id=tenant_id, policy=policy, text=text)
         r = await _call("safety", lambda: self._stub.CheckInput(request, timeout=self._timeout))
-        v = r.verdict
-        return Verdict(
-            action=_ACTIONS.get(v.action, Action.BLOCK),
-            policy_version=v.policy_version,
-            hits=tuple(
-                RuleHit(h.rule_id, h.category, h.severity, tuple((s.start, s.end) for s in h.spans), h.score)
-                for h in v.hits
-            ),
-            redacted_text=v.redacted_text,
-            message=v.message,
-        )
+        return verdict_from_pb(r.verdict)
 
 
 class GrpcCache:

@@ -55,6 +55,7 @@ class LlamaCppEngine(Engine):
         self._llamas: list[Any] = []
         self._aborts: dict[str, threading.Event] = {}
         self._tokenizer: GgufChatTokenizer | None = None
+        self._recent_prompts: dict[tuple[ChatMessage, ...], tuple[int, ...]] = {}
 
     @property
     def info(self) -> ModelInfo:
@@ -100,9 +101,18 @@ class LlamaCppEngine(Engine):
         return self._tokenizer
 
     def _prompt_ids(self, messages: Sequence[ChatMessage]) -> list[int]:
-        tokenizer = self._ready_tokenizer()
-        # Tokenizing reads only the vocabulary, which the contexts share read-only.
-        return tokenizer.tokenize(tokenizer.apply_chat_template(messages))
+        # The core counts a prompt and then generates from it: remember the last few so the chat
+        # template and tokenizer run once per request, not twice.
+        key = tuple(messages)
+        ids = self._recent_prompts.get(key)
+        if ids is None:
+            tokenizer = self._ready_tokenizer()
+            # Tokenizing reads only the vocabulary, which the contexts share read-only.
+            ids = tuple(tokenizer.tokenize(tokenizer.apply_chat_template(messages)))
+            self._recent_prompts[key] = ids
+            while len(self._recent_prompts) > 64:
+                self._recent_prompts.pop(next(iter(self._recent_prompts)))
+        return list(ids)
 
     async def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
         return len(self._prompt_ids(messages))
