@@ -159,3 +159,44 @@ async def test_self_consistency_streams_only_the_voted_answer() -> None:
     assert len({r.request_id for r in inference.requests}) == 3
     assert finished.usage.completion_tokens == sum(len(a) for a in inference.answers)
     assert finished.usage.prompt_tokens == 30
+
+
+class ReasoningPrompt(FixedPrompt):
+    def __init__(self, show_reasoning: bool) -> None:
+        self.show_reasoning = show_reasoning
+
+    async def render(
+        self, tenant_id: str, template_id: str, variables: Mapping[str, str], label: str, version: int
+    ) -> RenderedPrompt:
+        rendered = await super().render(tenant_id, template_id, variables, label, version)
+        return replace(rendered, json_schema="", strategy="few_shot_cot", show_reasoning=self.show_reasoning)
+
+
+COT_ANSWER = "Each box holds 6 eggs and there are 4 boxes, so 6 * 4 = 24.\n所以答案是：24 个"
+
+
+async def _events(gateway: Gateway) -> list[object]:
+    return [e async for e in gateway.generate("acme", GatewayRequest(template_id="eggs", skip_cache=True))]
+
+
+async def test_chain_of_thought_reasoning_is_hidden_and_only_the_answer_streams() -> None:
+    inference = ScriptedInference([COT_ANSWER])
+    events = await _events(_gateway(inference, ReasoningPrompt(show_reasoning=False)))
+    deltas = [e for e in events if isinstance(e, Delta)]
+    assert "".join(d.text for d in deltas) == "24 个"
+    assert not any(d.reasoning for d in deltas)
+    finished = events[-1]
+    assert isinstance(finished, Finished)
+    assert finished.usage.completion_tokens == len(COT_ANSWER), "the hidden reasoning is still charged"
+
+
+async def test_a_template_that_allows_it_streams_reasoning_apart_before_the_answer() -> None:
+    inference = ScriptedInference([COT_ANSWER])
+    events = await _events(_gateway(inference, ReasoningPrompt(show_reasoning=True)))
+    deltas = [e for e in events if isinstance(e, Delta)]
+    reasoning = "".join(d.text for d in deltas if d.reasoning)
+    answer = "".join(d.text for d in deltas if not d.reasoning)
+    assert reasoning == COT_ANSWER
+    assert answer == "24 个"
+    first_answer = next(i for i, d in enumerate(deltas) if not d.reasoning)
+    assert all(d.reasoning for d in deltas[:first_answer]), "reasoning comes first, the answer last"

@@ -28,7 +28,12 @@ async def stub(tmp_path: Path, cpu_model_path: Path) -> AsyncIterator[pb_grpc.Pr
     for v in (1, 2):
         (root / "private" / f"v{v}.yaml").write_text(PRIVATE.format(v=v))
     (root / "private" / "labels.yaml").write_text("production: 1\n")
-    settings = PromptSettings(templates_dir=root, tokenizer_path=cpu_model_path, reload_interval_seconds=0)
+    settings = PromptSettings(
+        templates_dir=root,
+        tokenizer_path=cpu_model_path,
+        reload_interval_seconds=0,
+        label_log_path=tmp_path / "state" / "labels.jsonl",
+    )
     core = await build_core(settings)
     server = GrpcServer("prompt", [binding(core)], GrpcSettings(port=0), RpcMetrics(CollectorRegistry()))
     await server.start()
@@ -65,6 +70,13 @@ async def test_render_list_get_and_rollback(stub: pb_grpc.PromptServiceStub) -> 
         )
     )
     assert back.previous_version == 2
+    # Every move is on record, over the API: who, when, from, to.
+    history = (await stub.GetTemplate(pb.GetTemplateRequest(tenant_id="acme", template=_ref()))).label_history
+    assert [(m.label, m.from_version, m.to_version, m.actor) for m in history] == [
+        ("production", 1, 2, "ops"),
+        ("production", 2, 1, "ops"),
+    ]
+    assert history[0].at.seconds > 1_700_000_000
 
 
 async def test_another_tenant_is_permission_denied(stub: pb_grpc.PromptServiceStub) -> None:

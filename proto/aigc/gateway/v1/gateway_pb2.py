@@ -26,7 +26,7 @@ from aigc.common.v1 import common_pb2 as aigc_dot_common_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61igc/gateway/v1/gateway.proto\x12\x0f\x61igc.gateway.v1\x1a\x1b\x61igc/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb5\x02\n\x0fGenerateRequest\x12\x13\n\x0btemplate_id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\x12\x42\n\tvariables\x18\x04 \x03(\x0b\x32/.aigc.gateway.v1.GenerateRequest.VariablesEntry\x12\x0e\n\x06prompt\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\x30\n\x08sampling\x18\x07 \x01(\x0b\x32\x1e.aigc.common.v1.SamplingParams\x12\x12\n\nskip_cache\x18\x08 \x01(\x08\x12\x12\n\nrequest_id\x18\t \x01(\t\x1a\x30\n\x0eVariablesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"t\n\x0fGenerateStarted\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tbundle_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x11\n\tcache_hit\x18\x04 \x01(\x08\x12\x18\n\x10template_version\x18\x05 \x01(\r\"\x1d\n\rGenerateDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\"g\n\x0bSafetyEvent\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x02 \x01(\t\x12\x16\n\x0epolicy_version\x18\x03 \x01(\t\x12\x10\n\x08rule_ids\x18\x04 \x03(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\"\xd0\x01\n\x10GenerateFinished\x12\x33\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x1c.aigc.common.v1.FinishReason\x12$\n\x05usage\x18\x02 \x01(\x0b\x32\x15.aigc.common.v1.Usage\x12\"\n\x04\x63ost\x18\x03 \x01(\x0b\x32\x14.aigc.common.v1.Cost\x12#\n\x1btime_to_first_token_seconds\x18\x04 \x01(\x01\x12\x18\n\x10\x64uration_seconds\x18\x05 \x01(\x01\"\xe8\x01\n\x10GenerateResponse\x12\x33\n\x07started\x18\x01 \x01(\x0b\x32 .aigc.gateway.v1.GenerateStartedH\x00\x12/\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x1e.aigc.gateway.v1.GenerateDeltaH\x00\x12.\n\x06safety\x18\x03 \x01(\x0b\x32\x1c.aigc.gateway.v1.SafetyEventH\x00\x12\x35\n\x08\x66inished\x18\x04 \x01(\x0b\x32!.aigc.gateway.v1.GenerateFinishedH\x00\x42\x07\n\x05\x65vent\"\x8c\x01\n\tBatchItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12<\n\tvariables\x18\x02 \x03(\x0b\x32).aigc.gateway.v1.BatchItem.VariablesEntry\x1a\x30\n\x0eVariablesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb6\x01\n\x12SubmitBatchRequest\x12\x13\n\x0btemplate_id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12)\n\x05items\x18\x03 \x03(\x0b\x32\x1a.aigc.gateway.v1.BatchItem\x12\r\n\x05model\x18\x04 \x01(\t\x12,\n\x08\x64\x65\x61\x64line\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63lient_token\x18\x06 \x01(\t\"g\n\x13SubmitBatchResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x12\n\nitem_count\x18\x02 \x01(\r\x12,\n\x0e\x65stimated_cost\x18\x03 \x01(\x0b\x32\x14.aigc.common.v1.Cost\"!\n\x0fGetBatchRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xb6\x01\n\x10GetBatchResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12*\n\x05state\x18\x02 \x01(\x0e\x32\x1b.aigc.gateway.v1.BatchState\x12\x13\n\x0btotal_items\x18\x03 \x01(\r\x12\x17\n\x0fsucceeded_items\x18\x04 \x01(\r\x12\x14\n\x0c\x66\x61iled_items\x18\x05 \x01(\r\x12\"\n\x04\x63ost\x18\x06 \x01(\x0b\x32\x14.aigc.common.v1.Cost\"+\n\x19StreamBatchResultsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x99\x01\n\x0f\x42\x61tchItemResult\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12$\n\x05usage\x18\x05 \x01(\x0b\x32\x15.aigc.common.v1.Usage\x12\"\n\x04\x63ost\x18\x06 \x01(\x0b\x32\x14.aigc.common.v1.Cost\"$\n\x12\x43\x61ncelBatchRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"A\n\x13\x43\x61ncelBatchResponse\x12*\n\x05state\x18\x01 \x01(\x0e\x32\x1b.aigc.gateway.v1.BatchState\"^\n\x13SendFeedbackRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06rating\x18\x02 \x01(\r\x12\x12\n\ncorrection\x18\x03 \x01(\t\x12\x0f\n\x07\x63omment\x18\x04 \x01(\t\"\x16\n\x14SendFeedbackResponse*\xa9\x01\n\nBatchState\x12\x1b\n\x17\x42\x41TCH_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x42\x41TCH_STATE_QUEUED\x10\x01\x12\x17\n\x13\x42\x41TCH_STATE_RUNNING\x10\x02\x12\x19\n\x15\x42\x41TCH_STATE_COMPLETED\x10\x03\x12\x19\n\x15\x42\x41TCH_STATE_CANCELLED\x10\x04\x12\x17\n\x13\x42\x41TCH_STATE_EXPIRED\x10\x05\x32\xab\x04\n\x0eGatewayService\x12Q\n\x08Generate\x12 .aigc.gateway.v1.GenerateRequest\x1a!.aigc.gateway.v1.GenerateResponse0\x01\x12X\n\x0bSubmitBatch\x12#.aigc.gateway.v1.SubmitBatchRequest\x1a$.aigc.gateway.v1.SubmitBatchResponse\x12O\n\x08GetBatch\x12 .aigc.gateway.v1.GetBatchRequest\x1a!.aigc.gateway.v1.GetBatchResponse\x12\x64\n\x12StreamBatchResults\x12*.aigc.gateway.v1.StreamBatchResultsRequest\x1a .aigc.gateway.v1.BatchItemResult0\x01\x12X\n\x0b\x43\x61ncelBatch\x12#.aigc.gateway.v1.CancelBatchRequest\x1a$.aigc.gateway.v1.CancelBatchResponse\x12[\n\x0cSendFeedback\x12$.aigc.gateway.v1.SendFeedbackRequest\x1a%.aigc.gateway.v1.SendFeedbackResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61igc/gateway/v1/gateway.proto\x12\x0f\x61igc.gateway.v1\x1a\x1b\x61igc/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb5\x02\n\x0fGenerateRequest\x12\x13\n\x0btemplate_id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\x12\x42\n\tvariables\x18\x04 \x03(\x0b\x32/.aigc.gateway.v1.GenerateRequest.VariablesEntry\x12\x0e\n\x06prompt\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\x30\n\x08sampling\x18\x07 \x01(\x0b\x32\x1e.aigc.common.v1.SamplingParams\x12\x12\n\nskip_cache\x18\x08 \x01(\x08\x12\x12\n\nrequest_id\x18\t \x01(\t\x1a\x30\n\x0eVariablesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"t\n\x0fGenerateStarted\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tbundle_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x11\n\tcache_hit\x18\x04 \x01(\x08\x12\x18\n\x10template_version\x18\x05 \x01(\r\"0\n\rGenerateDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\treasoning\x18\x02 \x01(\x08\"g\n\x0bSafetyEvent\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x02 \x01(\t\x12\x16\n\x0epolicy_version\x18\x03 \x01(\t\x12\x10\n\x08rule_ids\x18\x04 \x03(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\"\xd0\x01\n\x10GenerateFinished\x12\x33\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x1c.aigc.common.v1.FinishReason\x12$\n\x05usage\x18\x02 \x01(\x0b\x32\x15.aigc.common.v1.Usage\x12\"\n\x04\x63ost\x18\x03 \x01(\x0b\x32\x14.aigc.common.v1.Cost\x12#\n\x1btime_to_first_token_seconds\x18\x04 \x01(\x01\x12\x18\n\x10\x64uration_seconds\x18\x05 \x01(\x01\"\xe8\x01\n\x10GenerateResponse\x12\x33\n\x07started\x18\x01 \x01(\x0b\x32 .aigc.gateway.v1.GenerateStartedH\x00\x12/\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x1e.aigc.gateway.v1.GenerateDeltaH\x00\x12.\n\x06safety\x18\x03 \x01(\x0b\x32\x1c.aigc.gateway.v1.SafetyEventH\x00\x12\x35\n\x08\x66inished\x18\x04 \x01(\x0b\x32!.aigc.gateway.v1.GenerateFinishedH\x00\x42\x07\n\x05\x65vent\"\x8c\x01\n\tBatchItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12<\n\tvariables\x18\x02 \x03(\x0b\x32).aigc.gateway.v1.BatchItem.VariablesEntry\x1a\x30\n\x0eVariablesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb6\x01\n\x12SubmitBatchRequest\x12\x13\n\x0btemplate_id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12)\n\x05items\x18\x03 \x03(\x0b\x32\x1a.aigc.gateway.v1.BatchItem\x12\r\n\x05model\x18\x04 \x01(\t\x12,\n\x08\x64\x65\x61\x64line\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63lient_token\x18\x06 \x01(\t\"g\n\x13SubmitBatchResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x12\n\nitem_count\x18\x02 \x01(\r\x12,\n\x0e\x65stimated_cost\x18\x03 \x01(\x0b\x32\x14.aigc.common.v1.Cost\"!\n\x0fGetBatchRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xb6\x01\n\x10GetBatchResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12*\n\x05state\x18\x02 \x01(\x0e\x32\x1b.aigc.gateway.v1.BatchState\x12\x13\n\x0btotal_items\x18\x03 \x01(\r\x12\x17\n\x0fsucceeded_items\x18\x04 \x01(\r\x12\x14\n\x0c\x66\x61iled_items\x18\x05 \x01(\r\x12\"\n\x04\x63ost\x18\x06 \x01(\x0b\x32\x14.aigc.common.v1.Cost\"+\n\x19StreamBatchResultsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x99\x01\n\x0f\x42\x61tchItemResult\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12$\n\x05usage\x18\x05 \x01(\x0b\x32\x15.aigc.common.v1.Usage\x12\"\n\x04\x63ost\x18\x06 \x01(\x0b\x32\x14.aigc.common.v1.Cost\"$\n\x12\x43\x61ncelBatchRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"A\n\x13\x43\x61ncelBatchResponse\x12*\n\x05state\x18\x01 \x01(\x0e\x32\x1b.aigc.gateway.v1.BatchState\"^\n\x13SendFeedbackRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06rating\x18\x02 \x01(\r\x12\x12\n\ncorrection\x18\x03 \x01(\t\x12\x0f\n\x07\x63omment\x18\x04 \x01(\t\"\x16\n\x14SendFeedbackResponse*\xa9\x01\n\nBatchState\x12\x1b\n\x17\x42\x41TCH_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x42\x41TCH_STATE_QUEUED\x10\x01\x12\x17\n\x13\x42\x41TCH_STATE_RUNNING\x10\x02\x12\x19\n\x15\x42\x41TCH_STATE_COMPLETED\x10\x03\x12\x19\n\x15\x42\x41TCH_STATE_CANCELLED\x10\x04\x12\x17\n\x13\x42\x41TCH_STATE_EXPIRED\x10\x05\x32\xab\x04\n\x0eGatewayService\x12Q\n\x08Generate\x12 .aigc.gateway.v1.GenerateRequest\x1a!.aigc.gateway.v1.GenerateResponse0\x01\x12X\n\x0bSubmitBatch\x12#.aigc.gateway.v1.SubmitBatchRequest\x1a$.aigc.gateway.v1.SubmitBatchResponse\x12O\n\x08GetBatch\x12 .aigc.gateway.v1.GetBatchRequest\x1a!.aigc.gateway.v1.GetBatchResponse\x12\x64\n\x12StreamBatchResults\x12*.aigc.gateway.v1.StreamBatchResultsRequest\x1a .aigc.gateway.v1.BatchItemResult0\x01\x12X\n\x0b\x43\x61ncelBatch\x12#.aigc.gateway.v1.CancelBatchRequest\x1a$.aigc.gateway.v1.CancelBatchResponse\x12[\n\x0cSendFeedback\x12$.aigc.gateway.v1.SendFeedbackRequest\x1a%.aigc.gateway.v1.SendFeedbackResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,8 +37,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GENERATEREQUEST_VARIABLESENTRY']._serialized_options = b'8\001'
   _globals['_BATCHITEM_VARIABLESENTRY']._loaded_options = None
   _globals['_BATCHITEM_VARIABLESENTRY']._serialized_options = b'8\001'
-  _globals['_BATCHSTATE']._serialized_start=2204
-  _globals['_BATCHSTATE']._serialized_end=2373
+  _globals['_BATCHSTATE']._serialized_start=2223
+  _globals['_BATCHSTATE']._serialized_end=2392
   _globals['_GENERATEREQUEST']._serialized_start=113
   _globals['_GENERATEREQUEST']._serialized_end=422
   _globals['_GENERATEREQUEST_VARIABLESENTRY']._serialized_start=374
@@ -46,37 +46,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GENERATESTARTED']._serialized_start=424
   _globals['_GENERATESTARTED']._serialized_end=540
   _globals['_GENERATEDELTA']._serialized_start=542
-  _globals['_GENERATEDELTA']._serialized_end=571
-  _globals['_SAFETYEVENT']._serialized_start=573
-  _globals['_SAFETYEVENT']._serialized_end=676
-  _globals['_GENERATEFINISHED']._serialized_start=679
-  _globals['_GENERATEFINISHED']._serialized_end=887
-  _globals['_GENERATERESPONSE']._serialized_start=890
-  _globals['_GENERATERESPONSE']._serialized_end=1122
-  _globals['_BATCHITEM']._serialized_start=1125
-  _globals['_BATCHITEM']._serialized_end=1265
+  _globals['_GENERATEDELTA']._serialized_end=590
+  _globals['_SAFETYEVENT']._serialized_start=592
+  _globals['_SAFETYEVENT']._serialized_end=695
+  _globals['_GENERATEFINISHED']._serialized_start=698
+  _globals['_GENERATEFINISHED']._serialized_end=906
+  _globals['_GENERATERESPONSE']._serialized_start=909
+  _globals['_GENERATERESPONSE']._serialized_end=1141
+  _globals['_BATCHITEM']._serialized_start=1144
+  _globals['_BATCHITEM']._serialized_end=1284
   _globals['_BATCHITEM_VARIABLESENTRY']._serialized_start=374
   _globals['_BATCHITEM_VARIABLESENTRY']._serialized_end=422
-  _globals['_SUBMITBATCHREQUEST']._serialized_start=1268
-  _globals['_SUBMITBATCHREQUEST']._serialized_end=1450
-  _globals['_SUBMITBATCHRESPONSE']._serialized_start=1452
-  _globals['_SUBMITBATCHRESPONSE']._serialized_end=1555
-  _globals['_GETBATCHREQUEST']._serialized_start=1557
-  _globals['_GETBATCHREQUEST']._serialized_end=1590
-  _globals['_GETBATCHRESPONSE']._serialized_start=1593
-  _globals['_GETBATCHRESPONSE']._serialized_end=1775
-  _globals['_STREAMBATCHRESULTSREQUEST']._serialized_start=1777
-  _globals['_STREAMBATCHRESULTSREQUEST']._serialized_end=1820
-  _globals['_BATCHITEMRESULT']._serialized_start=1823
-  _globals['_BATCHITEMRESULT']._serialized_end=1976
-  _globals['_CANCELBATCHREQUEST']._serialized_start=1978
-  _globals['_CANCELBATCHREQUEST']._serialized_end=2014
-  _globals['_CANCELBATCHRESPONSE']._serialized_start=2016
-  _globals['_CANCELBATCHRESPONSE']._serialized_end=2081
-  _globals['_SENDFEEDBACKREQUEST']._serialized_start=2083
-  _globals['_SENDFEEDBACKREQUEST']._serialized_end=2177
-  _globals['_SENDFEEDBACKRESPONSE']._serialized_start=2179
-  _globals['_SENDFEEDBACKRESPONSE']._serialized_end=2201
-  _globals['_GATEWAYSERVICE']._serialized_start=2376
-  _globals['_GATEWAYSERVICE']._serialized_end=2931
+  _globals['_SUBMITBATCHREQUEST']._serialized_start=1287
+  _globals['_SUBMITBATCHREQUEST']._serialized_end=1469
+  _globals['_SUBMITBATCHRESPONSE']._serialized_start=1471
+  _globals['_SUBMITBATCHRESPONSE']._serialized_end=1574
+  _globals['_GETBATCHREQUEST']._serialized_start=1576
+  _globals['_GETBATCHREQUEST']._serialized_end=1609
+  _globals['_GETBATCHRESPONSE']._serialized_start=1612
+  _globals['_GETBATCHRESPONSE']._serialized_end=1794
+  _globals['_STREAMBATCHRESULTSREQUEST']._serialized_start=1796
+  _globals['_STREAMBATCHRESULTSREQUEST']._serialized_end=1839
+  _globals['_BATCHITEMRESULT']._serialized_start=1842
+  _globals['_BATCHITEMRESULT']._serialized_end=1995
+  _globals['_CANCELBATCHREQUEST']._serialized_start=1997
+  _globals['_CANCELBATCHREQUEST']._serialized_end=2033
+  _globals['_CANCELBATCHRESPONSE']._serialized_start=2035
+  _globals['_CANCELBATCHRESPONSE']._serialized_end=2100
+  _globals['_SENDFEEDBACKREQUEST']._serialized_start=2102
+  _globals['_SENDFEEDBACKREQUEST']._serialized_end=2196
+  _globals['_SENDFEEDBACKRESPONSE']._serialized_start=2198
+  _globals['_SENDFEEDBACKRESPONSE']._serialized_end=2220
+  _globals['_GATEWAYSERVICE']._serialized_start=2395
+  _globals['_GATEWAYSERVICE']._serialized_end=2950
 # @@protoc_insertion_point(module_scope)

@@ -9,6 +9,7 @@ from aigc.common.v1 import common_pb2 as _common_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
@@ -121,6 +122,7 @@ class RenderResponse(_message.Message):
     JSON_SCHEMA_FIELD_NUMBER: _builtins.int
     STRATEGY_FIELD_NUMBER: _builtins.int
     SAMPLES_FIELD_NUMBER: _builtins.int
+    SHOW_REASONING_FIELD_NUMBER: _builtins.int
     version: _builtins.int
     """The resolved immutable version."""
     bundle_id: _builtins.str
@@ -137,6 +139,10 @@ class RenderResponse(_message.Message):
     """Strategy name: "none", "zero_shot_cot", "few_shot", "few_shot_cot" or "self_consistency"."""
     samples: _builtins.int
     """Answers to sample and vote over (self-consistency); 1 means a single answer."""
+    show_reasoning: _builtins.bool
+    """True when the template lets callers see the model's reasoning; false means the gateway sends
+    only the final answer of chain-of-thought strategies.
+    """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ChatMessage]:
         """Messages to send to the model."""
@@ -158,10 +164,11 @@ class RenderResponse(_message.Message):
         json_schema: _builtins.str = ...,
         strategy: _builtins.str = ...,
         samples: _builtins.int = ...,
+        show_reasoning: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["sampling", b"sampling"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle_id", b"bundle_id", "json_schema", b"json_schema", "knowledge_base", b"knowledge_base", "messages", b"messages", "model", b"model", "safety_policy", b"safety_policy", "samples", b"samples", "sampling", b"sampling", "strategy", b"strategy", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle_id", b"bundle_id", "json_schema", b"json_schema", "knowledge_base", b"knowledge_base", "messages", b"messages", "model", b"model", "safety_policy", b"safety_policy", "samples", b"samples", "sampling", b"sampling", "show_reasoning", b"show_reasoning", "strategy", b"strategy", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -377,6 +384,7 @@ class GetTemplateResponse(_message.Message):
     VARIABLES_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     STRATEGY_FIELD_NUMBER: _builtins.int
+    LABEL_HISTORY_FIELD_NUMBER: _builtins.int
     template_id: _builtins.str
     """Template id."""
     version: _builtins.int
@@ -393,6 +401,10 @@ class GetTemplateResponse(_message.Message):
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
         """Label name to version number for this template."""
 
+    @_builtins.property
+    def label_history(self) -> _containers.RepeatedCompositeFieldContainer[Global___LabelMove]:
+        """Every recorded move of this template's labels, oldest first."""
+
     def __init__(
         self,
         *,
@@ -402,14 +414,55 @@ class GetTemplateResponse(_message.Message):
         variables: _abc.Iterable[Global___VariableSpec] | None = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
         strategy: _builtins.str = ...,
+        label_history: _abc.Iterable[Global___LabelMove] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "labels", b"labels", "strategy", b"strategy", "template_id", b"template_id", "variables", b"variables", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "label_history", b"label_history", "labels", b"labels", "strategy", b"strategy", "template_id", b"template_id", "variables", b"variables", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetTemplateResponse: _TypeAlias = GetTemplateResponse  # noqa: Y015
+
+@_typing.final
+class LabelMove(_message.Message):
+    """One move of a label, for the audit trail."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LABEL_FIELD_NUMBER: _builtins.int
+    FROM_VERSION_FIELD_NUMBER: _builtins.int
+    TO_VERSION_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    label: _builtins.str
+    """Label moved, e.g. "production"."""
+    from_version: _builtins.int
+    """Version it pointed at before; 0 means the label was new."""
+    to_version: _builtins.int
+    """Version it points at since."""
+    actor: _builtins.str
+    """Who moved it, as given in SetLabelRequest.actor; "unknown" when not given."""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp:
+        """When it moved."""
+
+    def __init__(
+        self,
+        *,
+        label: _builtins.str = ...,
+        from_version: _builtins.int = ...,
+        to_version: _builtins.int = ...,
+        actor: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "at", b"at", "from_version", b"from_version", "label", b"label", "to_version", b"to_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LabelMove: _TypeAlias = LabelMove  # noqa: Y015
 
 @_typing.final
 class SetLabelRequest(_message.Message):

@@ -117,7 +117,7 @@ class RuleHit(_message.Message):
     rule_id: _builtins.str
     """Stable rule id, e.g. "zh.crime.fraud.001"."""
     category: _builtins.str
-    """Category, e.g. "crimes_and_illegal_activities", "prompt_injection", "pii"."""
+    """Category, e.g. "crimes_illegal", "prompt_injection", "pii"."""
     severity: _builtins.int
     """Severity from 1 (low) to 5 (critical)."""
     score: _builtins.float
@@ -192,22 +192,30 @@ class CheckInputRequest(_message.Message):
     TENANT_ID_FIELD_NUMBER: _builtins.int
     POLICY_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    BUNDLE_ID_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     """Tenant whose policy applies."""
     policy: _builtins.str
     """Policy name; empty means the tenant's default."""
     text: _builtins.str
     """Text to check (all user-visible parts of the prompt)."""
+    request_id: _builtins.str
+    """Request id, for the audit trail; empty means none."""
+    bundle_id: _builtins.str
+    """Generation bundle id, for the audit trail; empty means none."""
     def __init__(
         self,
         *,
         tenant_id: _builtins.str = ...,
         policy: _builtins.str = ...,
         text: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        bundle_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy", "tenant_id", b"tenant_id", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle_id", b"bundle_id", "policy", b"policy", "request_id", b"request_id", "tenant_id", b"tenant_id", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -280,22 +288,30 @@ class OutputCheckOpen(_message.Message):
     TENANT_ID_FIELD_NUMBER: _builtins.int
     POLICY_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    REASONING_FIELD_NUMBER: _builtins.int
+    BUNDLE_ID_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     """Tenant whose policy applies."""
     policy: _builtins.str
     """Policy name; empty means the tenant's default."""
     request_id: _builtins.str
     """Request id, for the audit trail."""
+    reasoning: _builtins.bool
+    """True when the text is hidden chain-of-thought reasoning: the policy's reasoning policy applies."""
+    bundle_id: _builtins.str
+    """Generation bundle id, for the audit trail; empty means none."""
     def __init__(
         self,
         *,
         tenant_id: _builtins.str = ...,
         policy: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        reasoning: _builtins.bool = ...,
+        bundle_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy", "request_id", b"request_id", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle_id", b"bundle_id", "policy", b"policy", "reasoning", b"reasoning", "request_id", b"request_id", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -339,19 +355,23 @@ class RedactRequest(_message.Message):
 
     TENANT_ID_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     """Tenant whose policy applies."""
     text: _builtins.str
     """Text to redact."""
+    policy: _builtins.str
+    """Policy whose PII types apply; empty means the tenant's."""
     def __init__(
         self,
         *,
         tenant_id: _builtins.str = ...,
         text: _builtins.str = ...,
+        policy: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["tenant_id", b"tenant_id", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy", "tenant_id", b"tenant_id", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -424,16 +444,20 @@ class ListRulesRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TENANT_ID_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     """Tenant whose active rules to list."""
+    policy: _builtins.str
+    """Policy to list; empty means the tenant's."""
     def __init__(
         self,
         *,
         tenant_id: _builtins.str = ...,
+        policy: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -486,7 +510,7 @@ class ListRulesResponse(_message.Message):
     PACK_VERSION_FIELD_NUMBER: _builtins.int
     RULES_FIELD_NUMBER: _builtins.int
     pack_version: _builtins.str
-    """Version of the rule pack."""
+    """Version of the policy listed, e.g. "default@1+default@2" (policy and its packs)."""
     @_builtins.property
     def rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___RuleInfo]:
         """Sorted by rule id."""

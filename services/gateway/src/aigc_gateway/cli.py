@@ -4,6 +4,7 @@ aigc up [--single-process] [--no-infra]   start Kafka/Redis/Prometheus and every
 aigc health                               health of every service
 aigc chat "question"                      stream an answer from the chat template
 aigc generate --template ID --var k=v     stream an answer from any template
+aigc safety eval --dataset FILE.jsonl     precision/recall/latency of input checks on labelled lines
 aigc down                                 stop what `up` started
 """
 
@@ -185,7 +186,10 @@ async def _stream(address: str, request: gateway_pb2.GenerateRequest) -> int:
         try:
             async for reply in stub.Generate(request):
                 kind = reply.WhichOneof("event")
-                if kind == "delta":
+                if kind == "delta" and reply.delta.reasoning:
+                    # Reasoning goes to stderr, so stdout holds only the answer.
+                    sys.stderr.write(reply.delta.text)
+                elif kind == "delta":
                     first = first or time.perf_counter()
                     sys.stdout.write(reply.delta.text)
                     sys.stdout.flush()
@@ -230,6 +234,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return asyncio.run(_stream(args.address, request))
 
 
+def cmd_safety_eval(args: argparse.Namespace) -> int:
+    from aigc_safety.evaluate import run
+
+    return run(Path(args.dataset), args.policy, args.format)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="aigc", description="AIGC Engine command line.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -260,6 +270,17 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--max-tokens", type=int, default=0, help="answer length cap (0 = template default)")
         p.add_argument("--no-cache", action="store_true", help="bypass the answer cache")
         p.set_defaults(func=cmd_chat if name == "chat" else cmd_generate)
+
+    safety = sub.add_parser("safety", help="safety tools").add_subparsers(
+        dest="safety_command", required=True
+    )
+    evaluate = safety.add_parser(
+        "eval", help="precision, recall, false positives and latency of input checks on labelled JSON lines"
+    )
+    evaluate.add_argument("--dataset", required=True, help="JSON lines with text and label (safe|unsafe)")
+    evaluate.add_argument("--policy", default="", help="policy to evaluate (default: the default policy)")
+    evaluate.add_argument("--format", choices=("text", "json"), default="text", help="json: one JSON object")
+    evaluate.set_defaults(func=cmd_safety_eval)
 
     args = parser.parse_args(argv)
     raise SystemExit(args.func(args))

@@ -24,7 +24,7 @@ def request_from_pb(r: pb.GenerateRequest) -> GatewayRequest:
 
 def event_to_pb(e: GatewayEvent) -> pb.GenerateResponse:
     if isinstance(e, Delta):
-        return pb.GenerateResponse(delta=pb.GenerateDelta(text=e.text))
+        return pb.GenerateResponse(delta=pb.GenerateDelta(text=e.text, reasoning=e.reasoning))
     if isinstance(e, Started):
         return pb.GenerateResponse(
             started=pb.GenerateStarted(

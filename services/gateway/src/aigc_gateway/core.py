@@ -31,12 +31,14 @@ from aigc_common.types import (
 from aigc_gateway.metrics import GatewayMetrics
 from aigc_gateway.ports import CachePort, InferencePort, PromptPort, SafetyPort
 from aigc_prompt.core import RenderedPrompt
-from aigc_prompt.strategies import SelfConsistency
+from aigc_prompt.strategies import SelfConsistency, extract_answer
 from aigc_safety.types import Action
 
 log = logging.getLogger(__name__)
 
 CHAT_TEMPLATE = "chat"
+# Strategies whose completion is reasoning followed by an answer line; only the answer is the result.
+REASONING_STRATEGIES = frozenset({"zero_shot_cot", "few_shot_cot"})
 REPLAY_CHUNK_CHARS = 12
 REPAIR_PROMPT = (
     "Your previous answer was not valid: {problem}. Reply again with only a JSON value that matches the "
@@ -71,6 +73,7 @@ class Started:
 @dataclass(frozen=True, slots=True)
 class Delta:
     text: str
+    reasoning: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +181,9 @@ class Gateway:
         # Answers with an output schema are held back, validated, and repaired once if needed, so
         # the caller never receives JSON that does not match the template's schema.
         schema = json.loads(rendered.json_schema) if rendered.json_schema else None
+        # Chain-of-thought answers are held back too: the final answer is parsed out of the
+        # reasoning at the end, and the reasoning reaches the caller only if the template allows.
+        reasoning = schema is None and rendered.strategy in REASONING_STRATEGIES
         attempt_messages = rendered.messages
         first_token_at = 0.0
         prompt_tokens = completion_tokens = 0
@@ -207,7 +213,9 @@ class Gateway:
                     elif isinstance(event, GenerationDelta):
                         if event.text:
                             answer.append(event.text)
-                            if schema is None:
+                            if reasoning and rendered.show_reasoning:
+                                yield Delta(event.text, reasoning=True)
+                            elif schema is None and not reasoning:
                                 first_token_at = first_token_at or time.perf_counter()
                                 yield Delta(event.text)
                     elif isinstance(event, GenerationFinished):
@@ -219,6 +227,12 @@ class Gateway:
             prompt_tokens += finished.usage.prompt_tokens
             completion_tokens += finished.usage.completion_tokens
             text = "".join(answer)
+            if reasoning:
+                text = extract_answer(text, "en").answer
+                first_token_at = time.perf_counter()
+                for chunk in _chunks(text):
+                    yield chunk
+                break
             if schema is None:
                 break
             problem = schema_problem(text, schema)

@@ -65,6 +65,10 @@ def service_env(spec: ServiceSpec, single_process: bool = False) -> dict[str, st
     if spec.name == "gateway" and single_process:
         for port in ("PROMPT", "SAFETY", "CACHE", "INFERENCE"):
             env[f"AIGC_GATEWAY_{port}__MODE"] = "inprocess"
+    root = repo_root()
+    if spec.name in ("prompt", "gateway") and root is not None:
+        # Label moves made through SetLabel survive a restart of the local stack.
+        env["AIGC_PROMPT_LABEL_LOG_PATH"] = str(root / ".cache" / "run" / "prompt-labels.jsonl")
     return {k: v for k, v in env.items() if k not in os.environ}
 
 

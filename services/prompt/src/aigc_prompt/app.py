@@ -9,6 +9,7 @@ from aigc_common.pricing import Price
 from aigc_common.runtime import Builder, ProcessRuntime, core_builder
 from aigc_common.tokenizer import GgufChatTokenizer
 from aigc_prompt.core import PromptCore
+from aigc_prompt.labels import LabelLog
 from aigc_prompt.servicer import binding
 from aigc_prompt.settings import PromptSettings
 from aigc_prompt.templates import TemplateStore
@@ -26,6 +27,7 @@ async def build_core(settings: PromptSettings, runtime: ProcessRuntime | None = 
         count_text_tokens=lambda text: len(tokenizer.tokenize(text)),
         prices={name: Price.from_setting(p) for name, p in settings.prices.items()},
         default_model=settings.default_model,
+        label_log=LabelLog(settings.label_log_path),
     )
     if settings.reload_interval_seconds > 0:
         core.watch(settings.reload_interval_seconds)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from aigc.prompt.v1 import prompt_pb2 as pb
 from aigc_common.convert import messages_from_pb, messages_to_pb, sampling_from_pb, sampling_to_pb
 from aigc_prompt.core import RenderedPrompt
+from aigc_prompt.labels import LabelMove
 from aigc_prompt.templates import TemplateEntry, TemplateVersion
 
 
@@ -20,6 +23,7 @@ def rendered_to_pb(r: RenderedPrompt) -> pb.RenderResponse:
         json_schema=r.json_schema,
         strategy=r.strategy,
         samples=r.samples,
+        show_reasoning=r.show_reasoning,
     )
 
 
@@ -36,6 +40,7 @@ def rendered_from_pb(template_id: str, r: pb.RenderResponse) -> RenderedPrompt:
         json_schema=r.json_schema,
         strategy=r.strategy or "none",
         samples=r.samples or 1,
+        show_reasoning=r.show_reasoning,
     )
 
 
@@ -49,9 +54,20 @@ def summary_to_pb(entry: TemplateEntry, labels: dict[str, int]) -> pb.TemplateSu
     )
 
 
-def template_to_pb(tv: TemplateVersion, labels: dict[str, int]) -> pb.GetTemplateResponse:
+def label_move_to_pb(move: LabelMove) -> pb.LabelMove:
+    at = Timestamp()
+    at.FromNanoseconds(round(move.at * 1e9))
+    return pb.LabelMove(
+        label=move.label, from_version=move.from_version, to_version=move.to_version, actor=move.actor, at=at
+    )
+
+
+def template_to_pb(
+    tv: TemplateVersion, labels: dict[str, int], history: list[LabelMove]
+) -> pb.GetTemplateResponse:
     spec = tv.spec
     return pb.GetTemplateResponse(
+        label_history=[label_move_to_pb(m) for m in history],
         template_id=spec.id,
         version=spec.version,
         description=spec.description,

@@ -17,8 +17,9 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from aigc_common.errors import InvalidArgument, NotFound, PermissionDenied
 from aigc_common.pricing import Price
 from aigc_common.types import ChatMessage, Role, SamplingParams
-from aigc_prompt.strategies import Example, StrategyConfigError, StrategyContext, build_strategy
-from aigc_prompt.templates import TemplateEntry, TemplateStore, TemplateVersion
+from aigc_prompt.labels import LabelLog, LabelMove
+from aigc_prompt.strategies import Example, ExamplePool, StrategyConfigError, StrategyContext, build_strategy
+from aigc_prompt.templates import TemplateEntry, TemplateStore, TemplateVersion, TenantExamples
 
 MAX_RENDERED_CHARS = 64_000
 
@@ -38,18 +39,7 @@ class RenderedPrompt:
     json_schema: str = ""
     strategy: str = "none"
     samples: int = 1
-
-
-@dataclass(frozen=True, slots=True)
-class LabelMove:
-    """One label move, kept for the audit trail."""
-
-    template_id: str
-    label: str
-    from_version: int
-    to_version: int
-    actor: str
-    at: float
+    show_reasoning: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +63,15 @@ class PromptCore:
         count_text_tokens: Callable[[str], int],
         prices: Mapping[str, Price],
         default_model: str,
+        label_log: LabelLog | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = templates
-        # Label moves made through SetLabel win over labels.yaml and survive hot reloads.
+        # Label moves made through SetLabel win over labels.yaml and survive hot reloads; with a
+        # log file they survive restarts too.
         self._label_moves: dict[tuple[str, str], int] = {}
+        self._label_log = label_log or LabelLog(None)
+        self._pools: dict[tuple[str, str], ExamplePool] = {}
         self._watch: asyncio.Task[None] | None = None
         self._templates_compiled: dict[tuple[str, int], Template] = {}
         self._count_tokens = count_tokens
@@ -89,6 +83,25 @@ class PromptCore:
         self.label_history: list[LabelMove] = []
         # Undefined variables are errors, attribute escapes are blocked, templates cannot change state.
         self._env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+        self.sync_labels()
+
+    def sync_labels(self) -> int:
+        """Applies label moves other replicas (or an earlier run) appended to the log; returns how many."""
+        with self._lock:
+            return self._apply_logged_moves()
+
+    def _apply_logged_moves(self) -> int:
+        # Caller holds the lock. File order is the order the moves happened in, across replicas.
+        moves = self._label_log.read_new()
+        for move in moves:
+            self._label_moves[(move.template_id, move.label)] = move.to_version
+            self.label_history.append(move)
+        return len(moves)
+
+    def history(self, template_id: str) -> list[LabelMove]:
+        """Label moves of one template, oldest first."""
+        with self._lock:
+            return [m for m in self.label_history if m.template_id == template_id]
 
     def watch(self, interval_seconds: float) -> None:
         """Starts hot reload: template files are re-read every ``interval_seconds``."""
@@ -97,6 +110,7 @@ class PromptCore:
             while True:
                 await asyncio.sleep(interval_seconds)
                 await asyncio.to_thread(self._store.reload)
+                await asyncio.to_thread(self.sync_labels)
 
         self._watch = asyncio.get_running_loop().create_task(loop())
 
@@ -153,8 +167,29 @@ class PromptCore:
             values[name] = value
         return values
 
+    def _tenant_examples(self, tenant_id: str, template_id: str) -> TenantExamples | None:
+        entry = self._store.entries.get(template_id)
+        return entry.tenant_examples.get(tenant_id) if entry is not None and tenant_id else None
+
+    def _pool(self, tv: TemplateVersion, tenant: TenantExamples | None) -> ExamplePool:
+        # The template's exemplars first, then the tenant's store; vectors are computed once per
+        # (version, store content), so a changed store is a new pool and the old one is dropped.
+        key = (tv.content_hash, tenant.content_hash if tenant else "")
+        pool = self._pools.get(key)
+        if pool is None:
+            specs = [*tv.spec.examples, *(tenant.examples if tenant else ())]
+            pool = ExamplePool([Example(e.input, e.output, e.reasoning) for e in specs])
+            if len(self._pools) > 1024:
+                self._pools.clear()
+            self._pools[key] = pool
+        return pool
+
     def _apply_strategy(
-        self, tv: TemplateVersion, values: Mapping[str, str], messages: tuple[ChatMessage, ...]
+        self,
+        tv: TemplateVersion,
+        values: Mapping[str, str],
+        messages: tuple[ChatMessage, ...],
+        tenant: TenantExamples | None,
     ) -> tuple[ChatMessage, ...]:
         spec = tv.spec
         config: dict[str, object] = {}
@@ -171,7 +206,7 @@ class PromptCore:
         context = StrategyContext(
             # A template's `language` variable wins, so a bilingual template gets the right trigger.
             language=language if language in ("zh", "en") else spec.language,
-            examples=tuple(Example(e.input, e.output, e.reasoning) for e in spec.examples),
+            examples=self._pool(tv, tenant) if config else (),
             query=user[-1] if user else "",
             count_tokens=self._count_text_tokens,
         )
@@ -189,8 +224,9 @@ class PromptCore:
             self._templates_compiled[key] = template
         return template
 
-    def bundle_id(self, tv: TemplateVersion, model: str) -> str:
-        """Stable id of (template version, strategy, parameters, policy, knowledge base, model)."""
+    def bundle_id(self, tv: TemplateVersion, model: str, tenant: TenantExamples | None = None) -> str:
+        """Stable id of (template version, strategy, examples including the tenant's store,
+        parameters, policy, knowledge base, model)."""
         spec = tv.spec
         material = json.dumps(
             {
@@ -199,7 +235,9 @@ class PromptCore:
                 "content": tv.content_hash,
                 "strategy": spec.strategy.model_dump(),
                 "examples": [e.model_dump() for e in spec.examples],
+                "tenant_examples": tenant.content_hash if tenant and spec.strategy.name != "none" else "",
                 "output_schema": spec.output_schema,
+                "show_reasoning": spec.show_reasoning,
                 "language": spec.language,
                 "parameters": spec.parameters.model_dump(),
                 "safety_policy": spec.safety_policy,
@@ -238,13 +276,14 @@ class PromptCore:
                     f"rendered prompt exceeds {MAX_RENDERED_CHARS} characters", field="variables"
                 )
             messages.append(ChatMessage(Role(m.role), content))
-        messages = list(self._apply_strategy(tv, values, tuple(messages)))
+        tenant = self._tenant_examples(tenant_id, tv.spec.id)
+        messages = list(self._apply_strategy(tv, values, tuple(messages), tenant))
         params = tv.spec.parameters
         model = tv.spec.model or self._default_model
         return RenderedPrompt(
             template_id=tv.spec.id,
             version=tv.spec.version,
-            bundle_id=self.bundle_id(tv, model),
+            bundle_id=self.bundle_id(tv, model, tenant),
             messages=tuple(messages),
             model=model,
             sampling=SamplingParams(
@@ -260,6 +299,7 @@ class PromptCore:
             else "",
             strategy=tv.spec.strategy.name,
             samples=tv.spec.strategy.samples if tv.spec.strategy.name == "self_consistency" else 1,
+            show_reasoning=tv.spec.show_reasoning,
         )
 
     def list_templates(self, tenant_id: str) -> list[TemplateEntry]:
@@ -294,11 +334,17 @@ class PromptCore:
         if version not in entry.versions:
             raise NotFound(f"template {template_id!r} has no version {version}", field="version")
         with self._lock:
+            # Moves by other replicas first, so `previous` is what the label really pointed at.
+            self._apply_logged_moves()
             previous = self._labels_of(entry).get(label, 0)
-            self._label_moves[(template_id, label)] = version
-            self.label_history.append(
-                LabelMove(template_id, label, previous, version, actor or "unknown", self._clock())
-            )
+            move = LabelMove(template_id, label, previous, version, actor or "unknown", self._clock())
+            # Logged before it takes effect: a move that was answered is never lost on restart.
+            self._label_log.append(move)
+            if self._label_log.path is None:
+                self._label_moves[(template_id, label)] = version
+                self.label_history.append(move)
+            else:
+                self._apply_logged_moves()
         return previous
 
     def estimate_cost(

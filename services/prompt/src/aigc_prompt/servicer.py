@@ -37,7 +37,7 @@ class PromptServicer(pb_grpc.PromptServiceServicer):
     ) -> pb.GetTemplateResponse:
         t = request.template
         tv = self._core.resolve(request.tenant_id, t.template_id, t.label, t.version)
-        return template_to_pb(tv, self._core.labels(tv.spec.id))
+        return template_to_pb(tv, self._core.labels(tv.spec.id), self._core.history(tv.spec.id))
 
     async def SetLabel(
         self, request: pb.SetLabelRequest, context: grpc.aio.ServicerContext

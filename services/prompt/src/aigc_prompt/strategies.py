@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, overload
 
 from aigc_common.types import ChatMessage, Role
 
@@ -133,14 +133,47 @@ def _bigrams(text: str) -> Counter[str]:
     return Counter(g for g in (norm[i : i + 2] for i in range(len(norm) - 1)) if not g.isspace())
 
 
+def _cosine(ca: Counter[str], na: float, cb: Counter[str], nb: float) -> float:
+    if not na or not nb:
+        return 0.0
+    if len(cb) < len(ca):
+        ca, cb = cb, ca
+    return sum(n * cb[g] for g, n in ca.items()) / (na * nb)
+
+
+def _norm(c: Counter[str]) -> float:
+    return math.sqrt(sum(n * n for n in c.values()))
+
+
 def similarity(a: str, b: str) -> float:
     """Cosine similarity of character-bigram counts, in [0, 1]."""
     ca, cb = _bigrams(a), _bigrams(b)
-    if not ca or not cb:
-        return 0.0
-    dot = sum(n * cb[g] for g, n in ca.items())
-    norm = math.sqrt(sum(n * n for n in ca.values())) * math.sqrt(sum(n * n for n in cb.values()))
-    return dot / norm
+    return _cosine(ca, _norm(ca), cb, _norm(cb))
+
+
+class ExamplePool(Sequence[Example]):
+    """Exemplars with their bigram vectors computed once, so ``similar`` selection over a tenant's
+    example store costs one vector for the query plus a sparse dot product per exemplar."""
+
+    def __init__(self, examples: Sequence[Example]) -> None:
+        self._examples = tuple(examples)
+        self._vectors = [(v, _norm(v)) for v in (_bigrams(e.input) for e in self._examples)]
+
+    def __len__(self) -> int:
+        return len(self._examples)
+
+    @overload
+    def __getitem__(self, i: int) -> Example: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[Example]: ...
+    def __getitem__(self, i: int | slice) -> Example | Sequence[Example]:
+        return self._examples[i]
+
+    def scores(self, query: str) -> list[float]:
+        """Similarity of ``query`` to each exemplar's input, in pool order."""
+        q = _bigrams(query)
+        nq = _norm(q)
+        return [_cosine(q, nq, v, n) for v, n in self._vectors]
 
 
 # --- few-shot -------------------------------------------------------------------------------------
@@ -189,7 +222,12 @@ class FewShot:
         if self.selection == "random":
             return random.Random(ctx.seed).sample(examples, len(examples))
         if self.selection == "similar":
-            scores = [similarity(ctx.query, e.input) for e in examples]
+            pool = ctx.examples
+            scores = (
+                pool.scores(ctx.query)
+                if isinstance(pool, ExamplePool)
+                else [similarity(ctx.query, e.input) for e in examples]
+            )
             # Stable sort: equally similar exemplars keep template order.
             order = sorted(range(len(examples)), key=lambda i: -scores[i])
             return [examples[i] for i in order]

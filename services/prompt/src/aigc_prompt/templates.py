@@ -98,6 +98,7 @@ class TemplateFile(BaseModel):
     strategy: StrategySpec = Field(default_factory=StrategySpec)
     examples: list[ExampleSpec] = Field(default_factory=list)
     output_schema: dict[str, Any] | None = None
+    show_reasoning: bool = False
     safety_policy: str = ""
     knowledge_base: str = ""
     parameters: Parameters = Field(default_factory=Parameters)
@@ -128,13 +129,23 @@ class TemplateVersion:
     path: Path
 
 
+@dataclass(frozen=True)
+class TenantExamples:
+    """Exemplars a tenant keeps for a template (``examples/<tenant>.jsonl``), with their hash so
+    the bundle id changes when they do."""
+
+    examples: tuple[ExampleSpec, ...]
+    content_hash: str
+
+
 @dataclass
 class TemplateEntry:
-    """All versions of a template and its labels."""
+    """All versions of a template, its labels and the tenants' example stores."""
 
     template_id: str
     versions: dict[int, TemplateVersion] = field(default_factory=dict)
     labels: dict[str, int] = field(default_factory=dict)
+    tenant_examples: dict[str, TenantExamples] = field(default_factory=dict)
 
     @property
     def latest(self) -> int:
@@ -148,6 +159,22 @@ def _load_yaml(path: Path) -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{path}{where}: invalid YAML: {exc}") from None
+
+
+def load_examples_file(path: Path) -> TenantExamples:
+    """One tenant's example store: JSON lines of ``{"input", "output", "reasoning"?}``."""
+    raw = path.read_bytes()
+    examples = []
+    for number, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            examples.append(ExampleSpec.model_validate_json(line))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"]) or "line"
+            raise ConfigError(f"{path} line {number}: field {loc}: {err['msg']}") from None
+    return TenantExamples(tuple(examples), hashlib.sha256(raw).hexdigest())
 
 
 def load_template_folder(folder: Path) -> TemplateEntry | None:
@@ -179,6 +206,10 @@ def load_template_folder(folder: Path) -> TemplateEntry | None:
         if version not in entry.versions:
             raise ConfigError(f"{labels_path}: label {label!r} points at missing version {version}")
         entry.labels[str(label)] = int(version)
+    examples_dir = folder / "examples"
+    if examples_dir.is_dir():
+        for path in sorted(examples_dir.glob("*.jsonl")):
+            entry.tenant_examples[path.stem] = load_examples_file(path)
     return entry
 
 
@@ -195,9 +226,10 @@ def load_template_dir(root: Path) -> dict[str, TemplateEntry]:
 
 
 def _fingerprint(folder: Path) -> tuple[tuple[str, int, int], ...]:
-    return tuple(
-        sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in folder.iterdir() if p.is_file())
-    )
+    files = [p for p in folder.iterdir() if p.is_file()]
+    if (folder / "examples").is_dir():
+        files += [p for p in (folder / "examples").iterdir() if p.is_file()]
+    return tuple(sorted((str(p.relative_to(folder)), p.stat().st_mtime_ns, p.stat().st_size) for p in files))
 
 
 class TemplateStore:
