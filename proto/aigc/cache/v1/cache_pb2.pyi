@@ -18,6 +18,11 @@ if sys.version_info >= (3, 11):
 else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
+if sys.version_info >= (3, 13):
+    from warnings import deprecated as _deprecated
+else:
+    from typing_extensions import deprecated as _deprecated
+
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class _Tier:
@@ -88,8 +93,27 @@ class LookupRequest(_message.Message):
     MESSAGES_FIELD_NUMBER: _builtins.int
     SAMPLING_FIELD_NUMBER: _builtins.int
     EXACT_ONLY_FIELD_NUMBER: _builtins.int
-    exact_only: _builtins.bool
-    """Skip the semantic tier (e.g. for non-deterministic sampling)."""
+    SEMANTIC_THRESHOLD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def exact_only(self) -> _builtins.bool:
+        """Deprecated: use semantic_threshold = 0. When true, the semantic tier is skipped whatever
+        semantic_threshold says.
+        """
+
+    @exact_only.setter
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def exact_only(self, value: _builtins.bool) -> None:
+        """Deprecated: use semantic_threshold = 0. When true, the semantic tier is skipped whatever
+        semantic_threshold says.
+        """
+
+    semantic_threshold: _builtins.float
+    """Minimum cosine similarity, in [0, 1], between the last user message and a stored one for a
+    semantic hit (same partition, same earlier conversation and sampling); about 0.85 to 0.95 is
+    typical for all-MiniLM-L6-v2. 0 means exact only: the semantic tier is not consulted.
+    Ignored (exact only) when the service runs without its embedder.
+    """
     @_builtins.property
     def partition(self) -> Global___Partition:
         """Where to look."""
@@ -109,10 +133,11 @@ class LookupRequest(_message.Message):
         messages: _abc.Iterable[_common_pb2.ChatMessage] | None = ...,
         sampling: _common_pb2.SamplingParams | None = ...,
         exact_only: _builtins.bool = ...,
+        semantic_threshold: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["partition", b"partition", "sampling", b"sampling"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["exact_only", b"exact_only", "messages", b"messages", "partition", b"partition", "sampling", b"sampling"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exact_only", b"exact_only", "messages", b"messages", "partition", b"partition", "sampling", b"sampling", "semantic_threshold", b"semantic_threshold"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -136,7 +161,9 @@ class LookupResponse(_message.Message):
     answer: _builtins.str
     """The cached answer."""
     similarity: _builtins.float
-    """Similarity for a semantic hit, in [0, 1]; 1 for exact."""
+    """Cosine similarity of the last user messages for a semantic hit, in [0, 1]; 1 for exact;
+    0 on a miss.
+    """
     @_builtins.property
     def usage(self) -> _common_pb2.Usage:
         """Usage of the original generation."""

@@ -57,7 +57,7 @@ class CacheServiceServicer:
     """
 
     def Lookup(self, request, context):
-        """Looks up an answer: exact first, then semantic.
+        """Looks up an answer: exact first, then semantic (when the request sets a threshold).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

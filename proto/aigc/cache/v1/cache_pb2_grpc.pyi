@@ -34,7 +34,7 @@ class CacheServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> CacheServiceAsyncStub: ...
     Lookup: _grpc.UnaryUnaryMultiCallable[_cache_pb2.LookupRequest, _cache_pb2.LookupResponse]
-    """Looks up an answer: exact first, then semantic."""
+    """Looks up an answer: exact first, then semantic (when the request sets a threshold)."""
     Store: _grpc.UnaryUnaryMultiCallable[_cache_pb2.StoreRequest, _cache_pb2.StoreResponse]
     """Stores an allowed, complete answer."""
     Invalidate: _grpc.UnaryUnaryMultiCallable[_cache_pb2.InvalidateRequest, _cache_pb2.InvalidateResponse]
@@ -46,7 +46,7 @@ class CacheServiceAsyncStub(CacheServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Lookup: _aio.UnaryUnaryMultiCallable[_cache_pb2.LookupRequest, _cache_pb2.LookupResponse]  # type: ignore[assignment]
-    """Looks up an answer: exact first, then semantic."""
+    """Looks up an answer: exact first, then semantic (when the request sets a threshold)."""
     Store: _aio.UnaryUnaryMultiCallable[_cache_pb2.StoreRequest, _cache_pb2.StoreResponse]  # type: ignore[assignment]
     """Stores an allowed, complete answer."""
     Invalidate: _aio.UnaryUnaryMultiCallable[_cache_pb2.InvalidateRequest, _cache_pb2.InvalidateResponse]  # type: ignore[assignment]
@@ -61,7 +61,7 @@ class CacheServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _cache_pb2.LookupRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_cache_pb2.LookupResponse, _abc.Awaitable[_cache_pb2.LookupResponse]]:
-        """Looks up an answer: exact first, then semantic."""
+        """Looks up an answer: exact first, then semantic (when the request sets a threshold)."""
 
     @_abc_1.abstractmethod
     def Store(

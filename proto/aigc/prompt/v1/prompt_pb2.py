@@ -26,7 +26,7 @@ from aigc.common.v1 import common_pb2 as aigc_dot_common_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x61igc/prompt/v1/prompt.proto\x12\x0e\x61igc.prompt.v1\x1a\x1b\x61igc/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"B\n\x0bTemplateRef\x12\x13\n\x0btemplate_id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\"\xc4\x01\n\rRenderRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12-\n\x08template\x18\x02 \x01(\x0b\x32\x1b.aigc.prompt.v1.TemplateRef\x12?\n\tvariables\x18\x03 \x03(\x0b\x32,.aigc.prompt.v1.RenderRequest.VariablesEntry\x1a\x30\n\x0eVariablesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa3\x02\n\x0eRenderResponse\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x11\n\tbundle_id\x18\x02 \x01(\t\x12-\n\x08messages\x18\x03 \x03(\x0b\x32\x1b.aigc.common.v1.ChatMessage\x12\r\n\x05model\x18\x04 \x01(\t\x12\x30\n\x08sampling\x18\x05 \x01(\x0b\x32\x1e.aigc.common.v1.SamplingParams\x12\x15\n\rsafety_policy\x18\x06 \x01(\t\x12\x16\n\x0eknowledge_base\x18\x07 \x01(\t\x12\x13\n\x0bjson_schema\x18\x08 \x01(\t\x12\x10\n\x08strategy\x18\t \x01(\t\x12\x0f\n\x07samples\x18\n \x01(\r\x12\x16\n\x0eshow_reasoning\x18\x0b \x01(\x08\")\n\x14ListTemplatesRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\"\xbf\x01\n\x0fTemplateSummary\x12\x13\n\x0btemplate_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12;\n\x06labels\x18\x03 \x03(\x0b\x32+.aigc.prompt.v1.TemplateSummary.LabelsEntry\x12\x16\n\x0elatest_version\x18\x04 \x01(\r\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"K\n\x15ListTemplatesResponse\x12\x32\n\ttemplates\x18\x01 \x03(\x0b\x32\x1f.aigc.prompt.v1.TemplateSummary\"V\n\x12GetTemplateRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12-\n\x08template\x18\x02 \x01(\x0b\x32\x1b.aigc.prompt.v1.TemplateRef\"\x94\x01\n\x0cVariableSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x10\n\x08required\x18\x03 \x01(\x08\x12\x12\n\nmax_length\x18\x04 \x01(\r\x12\x16\n\x0e\x61llowed_values\x18\x05 \x03(\t\x12\x15\n\rdefault_value\x18\x06 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\"\xb5\x02\n\x13GetTemplateResponse\x12\x13\n\x0btemplate_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12/\n\tvariables\x18\x04 \x03(\x0b\x32\x1c.aigc.prompt.v1.VariableSpec\x12?\n\x06labels\x18\x05 \x03(\x0b\x32/.aigc.prompt.v1.GetTemplateResponse.LabelsEntry\x12\x10\n\x08strategy\x18\x06 \x01(\t\x12\x30\n\rlabel_history\x18\x07 \x03(\x0b\x32\x19.aigc.prompt.v1.LabelMove\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"{\n\tLabelMove\x12\r\n\x05label\x18\x01 \x01(\t\x12\x14\n\x0c\x66rom_version\x18\x02 \x01(\r\x12\x12\n\nto_version\x18\x03 \x01(\r\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"h\n\x0fSetLabelRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x13\n\x0btemplate_id\x18\x02 \x01(\t\x12\r\n\x05label\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\r\x12\r\n\x05\x61\x63tor\x18\x05 \x01(\t\",\n\x10SetLabelResponse\x12\x18\n\x10previous_version\x18\x01 \x01(\r\"\x88\x02\n\x13\x45stimateCostRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12-\n\x08template\x18\x02 \x01(\x0b\x32\x1b.aigc.prompt.v1.TemplateRef\x12\x45\n\tvariables\x18\x03 \x03(\x0b\x32\x32.aigc.prompt.v1.EstimateCostRequest.VariablesEntry\x12\x12\n\nitem_count\x18\x04 \x01(\r\x12\"\n\x1a\x63ompletion_tokens_per_item\x18\x05 \x01(\r\x1a\x30\n\x0eVariablesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"l\n\x14\x45stimateCostResponse\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x04\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x04\x12\"\n\x04\x63ost\x18\x03 \x01(\x0b\x32\x14.aigc.common.v1.Cost2\xb8\x03\n\rPromptService\x12G\n\x06Render\x12\x1d.aigc.prompt.v1.RenderRequest\x1a\x1e.aigc.prompt.v1.RenderResponse\x12\\\n\rListTemplates\x12$.aigc.prompt.v1.ListTemplatesRequest\x1a%.aigc.prompt.v1.ListTemplatesResponse\x12V\n\x0bGetTemplate\x12\".aigc.prompt.v1.GetTemplateRequest\x1a#.aigc.prompt.v1.GetTemplateResponse\x12M\n\x08SetLabel\x12\x1f.aigc.prompt.v1.SetLabelRequest\x1a .aigc.prompt.v1.SetLabelResponse\x12Y\n\x0c\x45stimateCost\x12#.aigc.prompt.v1.EstimateCostRequest\x1a$.aigc.prompt.v1.EstimateCostResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x61igc/prompt/v1/prompt.proto\x12\x0e\x61igc.prompt.v1\x1a\x1b\x61igc/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"B\n\x0bTemplateRef\x12\x13\n\x0btemplate_id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\"\xc4\x01\n\rRenderRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12-\n\x08template\x18\x02 \x01(\x0b\x32\x1b.aigc.prompt.v1.TemplateRef\x12?\n\tvariables\x18\x03 \x03(\x0b\x32,.aigc.prompt.v1.RenderRequest.VariablesEntry\x1a\x30\n\x0eVariablesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd6\x02\n\x0eRenderResponse\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x11\n\tbundle_id\x18\x02 \x01(\t\x12-\n\x08messages\x18\x03 \x03(\x0b\x32\x1b.aigc.common.v1.ChatMessage\x12\r\n\x05model\x18\x04 \x01(\t\x12\x30\n\x08sampling\x18\x05 \x01(\x0b\x32\x1e.aigc.common.v1.SamplingParams\x12\x15\n\rsafety_policy\x18\x06 \x01(\t\x12\x16\n\x0eknowledge_base\x18\x07 \x01(\t\x12\x13\n\x0bjson_schema\x18\x08 \x01(\t\x12\x10\n\x08strategy\x18\t \x01(\t\x12\x0f\n\x07samples\x18\n \x01(\r\x12\x16\n\x0eshow_reasoning\x18\x0b \x01(\x08\x12\x1a\n\x12semantic_threshold\x18\x0c \x01(\x02\x12\x15\n\rcache_sampled\x18\r \x01(\x08\")\n\x14ListTemplatesRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\"\xbf\x01\n\x0fTemplateSummary\x12\x13\n\x0btemplate_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12;\n\x06labels\x18\x03 \x03(\x0b\x32+.aigc.prompt.v1.TemplateSummary.LabelsEntry\x12\x16\n\x0elatest_version\x18\x04 \x01(\r\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"K\n\x15ListTemplatesResponse\x12\x32\n\ttemplates\x18\x01 \x03(\x0b\x32\x1f.aigc.prompt.v1.TemplateSummary\"V\n\x12GetTemplateRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12-\n\x08template\x18\x02 \x01(\x0b\x32\x1b.aigc.prompt.v1.TemplateRef\"\x94\x01\n\x0cVariableSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x10\n\x08required\x18\x03 \x01(\x08\x12\x12\n\nmax_length\x18\x04 \x01(\r\x12\x16\n\x0e\x61llowed_values\x18\x05 \x03(\t\x12\x15\n\rdefault_value\x18\x06 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\"\xb5\x02\n\x13GetTemplateResponse\x12\x13\n\x0btemplate_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12/\n\tvariables\x18\x04 \x03(\x0b\x32\x1c.aigc.prompt.v1.VariableSpec\x12?\n\x06labels\x18\x05 \x03(\x0b\x32/.aigc.prompt.v1.GetTemplateResponse.LabelsEntry\x12\x10\n\x08strategy\x18\x06 \x01(\t\x12\x30\n\rlabel_history\x18\x07 \x03(\x0b\x32\x19.aigc.prompt.v1.LabelMove\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"{\n\tLabelMove\x12\r\n\x05label\x18\x01 \x01(\t\x12\x14\n\x0c\x66rom_version\x18\x02 \x01(\r\x12\x12\n\nto_version\x18\x03 \x01(\r\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"h\n\x0fSetLabelRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x13\n\x0btemplate_id\x18\x02 \x01(\t\x12\r\n\x05label\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\r\x12\r\n\x05\x61\x63tor\x18\x05 \x01(\t\",\n\x10SetLabelResponse\x12\x18\n\x10previous_version\x18\x01 \x01(\r\"\x88\x02\n\x13\x45stimateCostRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12-\n\x08template\x18\x02 \x01(\x0b\x32\x1b.aigc.prompt.v1.TemplateRef\x12\x45\n\tvariables\x18\x03 \x03(\x0b\x32\x32.aigc.prompt.v1.EstimateCostRequest.VariablesEntry\x12\x12\n\nitem_count\x18\x04 \x01(\r\x12\"\n\x1a\x63ompletion_tokens_per_item\x18\x05 \x01(\r\x1a\x30\n\x0eVariablesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"l\n\x14\x45stimateCostResponse\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x04\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x04\x12\"\n\x04\x63ost\x18\x03 \x01(\x0b\x32\x14.aigc.common.v1.Cost2\xb8\x03\n\rPromptService\x12G\n\x06Render\x12\x1d.aigc.prompt.v1.RenderRequest\x1a\x1e.aigc.prompt.v1.RenderResponse\x12\\\n\rListTemplates\x12$.aigc.prompt.v1.ListTemplatesRequest\x1a%.aigc.prompt.v1.ListTemplatesResponse\x12V\n\x0bGetTemplate\x12\".aigc.prompt.v1.GetTemplateRequest\x1a#.aigc.prompt.v1.GetTemplateResponse\x12M\n\x08SetLabel\x12\x1f.aigc.prompt.v1.SetLabelRequest\x1a .aigc.prompt.v1.SetLabelResponse\x12Y\n\x0c\x45stimateCost\x12#.aigc.prompt.v1.EstimateCostRequest\x1a$.aigc.prompt.v1.EstimateCostResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,35 +48,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RENDERREQUEST_VARIABLESENTRY']._serialized_start=326
   _globals['_RENDERREQUEST_VARIABLESENTRY']._serialized_end=374
   _globals['_RENDERRESPONSE']._serialized_start=377
-  _globals['_RENDERRESPONSE']._serialized_end=668
-  _globals['_LISTTEMPLATESREQUEST']._serialized_start=670
-  _globals['_LISTTEMPLATESREQUEST']._serialized_end=711
-  _globals['_TEMPLATESUMMARY']._serialized_start=714
-  _globals['_TEMPLATESUMMARY']._serialized_end=905
-  _globals['_TEMPLATESUMMARY_LABELSENTRY']._serialized_start=860
-  _globals['_TEMPLATESUMMARY_LABELSENTRY']._serialized_end=905
-  _globals['_LISTTEMPLATESRESPONSE']._serialized_start=907
-  _globals['_LISTTEMPLATESRESPONSE']._serialized_end=982
-  _globals['_GETTEMPLATEREQUEST']._serialized_start=984
-  _globals['_GETTEMPLATEREQUEST']._serialized_end=1070
-  _globals['_VARIABLESPEC']._serialized_start=1073
-  _globals['_VARIABLESPEC']._serialized_end=1221
-  _globals['_GETTEMPLATERESPONSE']._serialized_start=1224
-  _globals['_GETTEMPLATERESPONSE']._serialized_end=1533
-  _globals['_GETTEMPLATERESPONSE_LABELSENTRY']._serialized_start=860
-  _globals['_GETTEMPLATERESPONSE_LABELSENTRY']._serialized_end=905
-  _globals['_LABELMOVE']._serialized_start=1535
-  _globals['_LABELMOVE']._serialized_end=1658
-  _globals['_SETLABELREQUEST']._serialized_start=1660
-  _globals['_SETLABELREQUEST']._serialized_end=1764
-  _globals['_SETLABELRESPONSE']._serialized_start=1766
-  _globals['_SETLABELRESPONSE']._serialized_end=1810
-  _globals['_ESTIMATECOSTREQUEST']._serialized_start=1813
-  _globals['_ESTIMATECOSTREQUEST']._serialized_end=2077
+  _globals['_RENDERRESPONSE']._serialized_end=719
+  _globals['_LISTTEMPLATESREQUEST']._serialized_start=721
+  _globals['_LISTTEMPLATESREQUEST']._serialized_end=762
+  _globals['_TEMPLATESUMMARY']._serialized_start=765
+  _globals['_TEMPLATESUMMARY']._serialized_end=956
+  _globals['_TEMPLATESUMMARY_LABELSENTRY']._serialized_start=911
+  _globals['_TEMPLATESUMMARY_LABELSENTRY']._serialized_end=956
+  _globals['_LISTTEMPLATESRESPONSE']._serialized_start=958
+  _globals['_LISTTEMPLATESRESPONSE']._serialized_end=1033
+  _globals['_GETTEMPLATEREQUEST']._serialized_start=1035
+  _globals['_GETTEMPLATEREQUEST']._serialized_end=1121
+  _globals['_VARIABLESPEC']._serialized_start=1124
+  _globals['_VARIABLESPEC']._serialized_end=1272
+  _globals['_GETTEMPLATERESPONSE']._serialized_start=1275
+  _globals['_GETTEMPLATERESPONSE']._serialized_end=1584
+  _globals['_GETTEMPLATERESPONSE_LABELSENTRY']._serialized_start=911
+  _globals['_GETTEMPLATERESPONSE_LABELSENTRY']._serialized_end=956
+  _globals['_LABELMOVE']._serialized_start=1586
+  _globals['_LABELMOVE']._serialized_end=1709
+  _globals['_SETLABELREQUEST']._serialized_start=1711
+  _globals['_SETLABELREQUEST']._serialized_end=1815
+  _globals['_SETLABELRESPONSE']._serialized_start=1817
+  _globals['_SETLABELRESPONSE']._serialized_end=1861
+  _globals['_ESTIMATECOSTREQUEST']._serialized_start=1864
+  _globals['_ESTIMATECOSTREQUEST']._serialized_end=2128
   _globals['_ESTIMATECOSTREQUEST_VARIABLESENTRY']._serialized_start=326
   _globals['_ESTIMATECOSTREQUEST_VARIABLESENTRY']._serialized_end=374
-  _globals['_ESTIMATECOSTRESPONSE']._serialized_start=2079
-  _globals['_ESTIMATECOSTRESPONSE']._serialized_end=2187
-  _globals['_PROMPTSERVICE']._serialized_start=2190
-  _globals['_PROMPTSERVICE']._serialized_end=2630
+  _globals['_ESTIMATECOSTRESPONSE']._serialized_start=2130
+  _globals['_ESTIMATECOSTRESPONSE']._serialized_end=2238
+  _globals['_PROMPTSERVICE']._serialized_start=2241
+  _globals['_PROMPTSERVICE']._serialized_end=2681
 # @@protoc_insertion_point(module_scope)

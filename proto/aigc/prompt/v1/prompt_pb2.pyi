@@ -123,6 +123,8 @@ class RenderResponse(_message.Message):
     STRATEGY_FIELD_NUMBER: _builtins.int
     SAMPLES_FIELD_NUMBER: _builtins.int
     SHOW_REASONING_FIELD_NUMBER: _builtins.int
+    SEMANTIC_THRESHOLD_FIELD_NUMBER: _builtins.int
+    CACHE_SAMPLED_FIELD_NUMBER: _builtins.int
     version: _builtins.int
     """The resolved immutable version."""
     bundle_id: _builtins.str
@@ -143,6 +145,12 @@ class RenderResponse(_message.Message):
     """True when the template lets callers see the model's reasoning; false means the gateway sends
     only the final answer of chain-of-thought strategies.
     """
+    semantic_threshold: _builtins.float
+    """Cosine similarity of the caller's input at or above which a cached answer may be reused
+    (semantic cache tier); 0 means exact matches only.
+    """
+    cache_sampled: _builtins.bool
+    """True when answers sampled with temperature > 0 may be cached and reused."""
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ChatMessage]:
         """Messages to send to the model."""
@@ -165,10 +173,12 @@ class RenderResponse(_message.Message):
         strategy: _builtins.str = ...,
         samples: _builtins.int = ...,
         show_reasoning: _builtins.bool = ...,
+        semantic_threshold: _builtins.float = ...,
+        cache_sampled: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["sampling", b"sampling"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle_id", b"bundle_id", "json_schema", b"json_schema", "knowledge_base", b"knowledge_base", "messages", b"messages", "model", b"model", "safety_policy", b"safety_policy", "samples", b"samples", "sampling", b"sampling", "show_reasoning", b"show_reasoning", "strategy", b"strategy", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle_id", b"bundle_id", "cache_sampled", b"cache_sampled", "json_schema", b"json_schema", "knowledge_base", b"knowledge_base", "messages", b"messages", "model", b"model", "safety_policy", b"safety_policy", "samples", b"samples", "sampling", b"sampling", "semantic_threshold", b"semantic_threshold", "show_reasoning", b"show_reasoning", "strategy", b"strategy", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

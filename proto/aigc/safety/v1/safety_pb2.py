@@ -24,45 +24,45 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x61igc/safety/v1/safety.proto\x12\x0e\x61igc.safety.v1\"\"\n\x04Span\x12\r\n\x05start\x18\x01 \x01(\r\x12\x0b\n\x03\x65nd\x18\x02 \x01(\r\"r\n\x07RuleHit\x12\x0f\n\x07rule_id\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12\x10\n\x08severity\x18\x03 \x01(\r\x12#\n\x05spans\x18\x04 \x03(\x0b\x32\x14.aigc.safety.v1.Span\x12\r\n\x05score\x18\x05 \x01(\x02\"\x98\x01\n\x07Verdict\x12&\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32\x16.aigc.safety.v1.Action\x12\x16\n\x0epolicy_version\x18\x02 \x01(\t\x12%\n\x04hits\x18\x03 \x03(\x0b\x32\x17.aigc.safety.v1.RuleHit\x12\x15\n\rredacted_text\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\"k\n\x11\x43heckInputRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06policy\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x11\n\tbundle_id\x18\x05 \x01(\t\">\n\x12\x43heckInputResponse\x12(\n\x07verdict\x18\x01 \x01(\x0b\x32\x17.aigc.safety.v1.Verdict\"n\n\x12\x43heckOutputRequest\x12/\n\x04open\x18\x01 \x01(\x0b\x32\x1f.aigc.safety.v1.OutputCheckOpenH\x00\x12\x0f\n\x05\x64\x65lta\x18\x02 \x01(\tH\x00\x12\r\n\x03\x65nd\x18\x03 \x01(\x08H\x00\x42\x07\n\x05\x65vent\"n\n\x0fOutputCheckOpen\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06policy\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x11\n\treasoning\x18\x04 \x01(\x08\x12\x11\n\tbundle_id\x18\x05 \x01(\t\"`\n\x13\x43heckOutputResponse\x12\x12\n\x08released\x18\x01 \x01(\tH\x00\x12,\n\tviolation\x18\x02 \x01(\x0b\x32\x17.aigc.safety.v1.VerdictH\x00\x42\x07\n\x05\x65vent\"@\n\rRedactRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x0e\n\x06policy\x18\x03 \x01(\t\"R\n\tPiiEntity\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\"\n\x04span\x18\x02 \x01(\x0b\x32\x14.aigc.safety.v1.Span\x12\x13\n\x0bplaceholder\x18\x03 \x01(\t\"T\n\x0eRedactResponse\x12\x15\n\rredacted_text\x18\x01 \x01(\t\x12+\n\x08\x65ntities\x18\x02 \x03(\x0b\x32\x19.aigc.safety.v1.PiiEntity\"5\n\x10ListRulesRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06policy\x18\x02 \x01(\t\"|\n\x08RuleInfo\x12\x0f\n\x07rule_id\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12&\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x16.aigc.safety.v1.Action\x12\x10\n\x08language\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\"R\n\x11ListRulesResponse\x12\x14\n\x0cpack_version\x18\x01 \x01(\t\x12\'\n\x05rules\x18\x02 \x03(\x0b\x32\x18.aigc.safety.v1.RuleInfo*j\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x41\x43TION_ALLOW\x10\x01\x12\x11\n\rACTION_REDACT\x10\x02\x12\x10\n\x0c\x41\x43TION_BLOCK\x10\x03\x12\x11\n\rACTION_REVIEW\x10\x04*A\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bSTAGE_INPUT\x10\x01\x12\x10\n\x0cSTAGE_OUTPUT\x10\x02\x32\xdb\x02\n\rSafetyService\x12S\n\nCheckInput\x12!.aigc.safety.v1.CheckInputRequest\x1a\".aigc.safety.v1.CheckInputResponse\x12Z\n\x0b\x43heckOutput\x12\".aigc.safety.v1.CheckOutputRequest\x1a#.aigc.safety.v1.CheckOutputResponse(\x01\x30\x01\x12G\n\x06Redact\x12\x1d.aigc.safety.v1.RedactRequest\x1a\x1e.aigc.safety.v1.RedactResponse\x12P\n\tListRules\x12 .aigc.safety.v1.ListRulesRequest\x1a!.aigc.safety.v1.ListRulesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x61igc/safety/v1/safety.proto\x12\x0e\x61igc.safety.v1\"\"\n\x04Span\x12\r\n\x05start\x18\x01 \x01(\r\x12\x0b\n\x03\x65nd\x18\x02 \x01(\r\"r\n\x07RuleHit\x12\x0f\n\x07rule_id\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12\x10\n\x08severity\x18\x03 \x01(\r\x12#\n\x05spans\x18\x04 \x03(\x0b\x32\x14.aigc.safety.v1.Span\x12\r\n\x05score\x18\x05 \x01(\x02\"\xc5\x01\n\x07Verdict\x12&\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32\x16.aigc.safety.v1.Action\x12\x16\n\x0epolicy_version\x18\x02 \x01(\t\x12%\n\x04hits\x18\x03 \x03(\x0b\x32\x17.aigc.safety.v1.RuleHit\x12\x15\n\rredacted_text\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12+\n\x08\x65ntities\x18\x06 \x03(\x0b\x32\x19.aigc.safety.v1.PiiEntity\"k\n\x11\x43heckInputRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06policy\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x11\n\tbundle_id\x18\x05 \x01(\t\">\n\x12\x43heckInputResponse\x12(\n\x07verdict\x18\x01 \x01(\x0b\x32\x17.aigc.safety.v1.Verdict\"n\n\x12\x43heckOutputRequest\x12/\n\x04open\x18\x01 \x01(\x0b\x32\x1f.aigc.safety.v1.OutputCheckOpenH\x00\x12\x0f\n\x05\x64\x65lta\x18\x02 \x01(\tH\x00\x12\r\n\x03\x65nd\x18\x03 \x01(\x08H\x00\x42\x07\n\x05\x65vent\"n\n\x0fOutputCheckOpen\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06policy\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x11\n\treasoning\x18\x04 \x01(\x08\x12\x11\n\tbundle_id\x18\x05 \x01(\t\"`\n\x13\x43heckOutputResponse\x12\x12\n\x08released\x18\x01 \x01(\tH\x00\x12,\n\tviolation\x18\x02 \x01(\x0b\x32\x17.aigc.safety.v1.VerdictH\x00\x42\x07\n\x05\x65vent\"N\n\rRedactRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x0e\n\x06policy\x18\x03 \x01(\t\x12\x0c\n\x04mode\x18\x04 \x01(\t\"R\n\tPiiEntity\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\"\n\x04span\x18\x02 \x01(\x0b\x32\x14.aigc.safety.v1.Span\x12\x13\n\x0bplaceholder\x18\x03 \x01(\t\"T\n\x0eRedactResponse\x12\x15\n\rredacted_text\x18\x01 \x01(\t\x12+\n\x08\x65ntities\x18\x02 \x03(\x0b\x32\x19.aigc.safety.v1.PiiEntity\"5\n\x10ListRulesRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06policy\x18\x02 \x01(\t\"|\n\x08RuleInfo\x12\x0f\n\x07rule_id\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12&\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x16.aigc.safety.v1.Action\x12\x10\n\x08language\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\"R\n\x11ListRulesResponse\x12\x14\n\x0cpack_version\x18\x01 \x01(\t\x12\'\n\x05rules\x18\x02 \x03(\x0b\x32\x18.aigc.safety.v1.RuleInfo*j\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x41\x43TION_ALLOW\x10\x01\x12\x11\n\rACTION_REDACT\x10\x02\x12\x10\n\x0c\x41\x43TION_BLOCK\x10\x03\x12\x11\n\rACTION_REVIEW\x10\x04*A\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bSTAGE_INPUT\x10\x01\x12\x10\n\x0cSTAGE_OUTPUT\x10\x02\x32\xdb\x02\n\rSafetyService\x12S\n\nCheckInput\x12!.aigc.safety.v1.CheckInputRequest\x1a\".aigc.safety.v1.CheckInputResponse\x12Z\n\x0b\x43heckOutput\x12\".aigc.safety.v1.CheckOutputRequest\x1a#.aigc.safety.v1.CheckOutputResponse(\x01\x30\x01\x12G\n\x06Redact\x12\x1d.aigc.safety.v1.RedactRequest\x1a\x1e.aigc.safety.v1.RedactResponse\x12P\n\tListRules\x12 .aigc.safety.v1.ListRulesRequest\x1a!.aigc.safety.v1.ListRulesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'aigc.safety.v1.safety_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ACTION']._serialized_start=1350
-  _globals['_ACTION']._serialized_end=1456
-  _globals['_STAGE']._serialized_start=1458
-  _globals['_STAGE']._serialized_end=1523
+  _globals['_ACTION']._serialized_start=1409
+  _globals['_ACTION']._serialized_end=1515
+  _globals['_STAGE']._serialized_start=1517
+  _globals['_STAGE']._serialized_end=1582
   _globals['_SPAN']._serialized_start=47
   _globals['_SPAN']._serialized_end=81
   _globals['_RULEHIT']._serialized_start=83
   _globals['_RULEHIT']._serialized_end=197
   _globals['_VERDICT']._serialized_start=200
-  _globals['_VERDICT']._serialized_end=352
-  _globals['_CHECKINPUTREQUEST']._serialized_start=354
-  _globals['_CHECKINPUTREQUEST']._serialized_end=461
-  _globals['_CHECKINPUTRESPONSE']._serialized_start=463
-  _globals['_CHECKINPUTRESPONSE']._serialized_end=525
-  _globals['_CHECKOUTPUTREQUEST']._serialized_start=527
-  _globals['_CHECKOUTPUTREQUEST']._serialized_end=637
-  _globals['_OUTPUTCHECKOPEN']._serialized_start=639
-  _globals['_OUTPUTCHECKOPEN']._serialized_end=749
-  _globals['_CHECKOUTPUTRESPONSE']._serialized_start=751
-  _globals['_CHECKOUTPUTRESPONSE']._serialized_end=847
-  _globals['_REDACTREQUEST']._serialized_start=849
-  _globals['_REDACTREQUEST']._serialized_end=913
-  _globals['_PIIENTITY']._serialized_start=915
-  _globals['_PIIENTITY']._serialized_end=997
-  _globals['_REDACTRESPONSE']._serialized_start=999
-  _globals['_REDACTRESPONSE']._serialized_end=1083
-  _globals['_LISTRULESREQUEST']._serialized_start=1085
-  _globals['_LISTRULESREQUEST']._serialized_end=1138
-  _globals['_RULEINFO']._serialized_start=1140
-  _globals['_RULEINFO']._serialized_end=1264
-  _globals['_LISTRULESRESPONSE']._serialized_start=1266
-  _globals['_LISTRULESRESPONSE']._serialized_end=1348
-  _globals['_SAFETYSERVICE']._serialized_start=1526
-  _globals['_SAFETYSERVICE']._serialized_end=1873
+  _globals['_VERDICT']._serialized_end=397
+  _globals['_CHECKINPUTREQUEST']._serialized_start=399
+  _globals['_CHECKINPUTREQUEST']._serialized_end=506
+  _globals['_CHECKINPUTRESPONSE']._serialized_start=508
+  _globals['_CHECKINPUTRESPONSE']._serialized_end=570
+  _globals['_CHECKOUTPUTREQUEST']._serialized_start=572
+  _globals['_CHECKOUTPUTREQUEST']._serialized_end=682
+  _globals['_OUTPUTCHECKOPEN']._serialized_start=684
+  _globals['_OUTPUTCHECKOPEN']._serialized_end=794
+  _globals['_CHECKOUTPUTRESPONSE']._serialized_start=796
+  _globals['_CHECKOUTPUTRESPONSE']._serialized_end=892
+  _globals['_REDACTREQUEST']._serialized_start=894
+  _globals['_REDACTREQUEST']._serialized_end=972
+  _globals['_PIIENTITY']._serialized_start=974
+  _globals['_PIIENTITY']._serialized_end=1056
+  _globals['_REDACTRESPONSE']._serialized_start=1058
+  _globals['_REDACTRESPONSE']._serialized_end=1142
+  _globals['_LISTRULESREQUEST']._serialized_start=1144
+  _globals['_LISTRULESREQUEST']._serialized_end=1197
+  _globals['_RULEINFO']._serialized_start=1199
+  _globals['_RULEINFO']._serialized_end=1323
+  _globals['_LISTRULESRESPONSE']._serialized_start=1325
+  _globals['_LISTRULESRESPONSE']._serialized_end=1407
+  _globals['_SAFETYSERVICE']._serialized_start=1585
+  _globals['_SAFETYSERVICE']._serialized_end=1932
 # @@protoc_insertion_point(module_scope)

@@ -154,6 +154,7 @@ class Verdict(_message.Message):
     HITS_FIELD_NUMBER: _builtins.int
     REDACTED_TEXT_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    ENTITIES_FIELD_NUMBER: _builtins.int
     action: Global___Action.ValueType
     """What to do."""
     policy_version: _builtins.str
@@ -166,6 +167,13 @@ class Verdict(_message.Message):
     def hits(self) -> _containers.RepeatedCompositeFieldContainer[Global___RuleHit]:
         """Rules that fired, in text order."""
 
+    @_builtins.property
+    def entities(self) -> _containers.RepeatedCompositeFieldContainer[Global___PiiEntity]:
+        """When the policy allows restoring personal data in the answer: where each placeholder of
+        `redacted_text` stands in the checked text, so the caller (who has that text) can put the
+        values back. Empty otherwise; never carries the values themselves.
+        """
+
     def __init__(
         self,
         *,
@@ -174,10 +182,11 @@ class Verdict(_message.Message):
         hits: _abc.Iterable[Global___RuleHit] | None = ...,
         redacted_text: _builtins.str = ...,
         message: _builtins.str = ...,
+        entities: _abc.Iterable[Global___PiiEntity] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "hits", b"hits", "message", b"message", "policy_version", b"policy_version", "redacted_text", b"redacted_text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "entities", b"entities", "hits", b"hits", "message", b"message", "policy_version", b"policy_version", "redacted_text", b"redacted_text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -356,22 +365,26 @@ class RedactRequest(_message.Message):
     TENANT_ID_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
     POLICY_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     """Tenant whose policy applies."""
     text: _builtins.str
     """Text to redact."""
     policy: _builtins.str
     """Policy whose PII types apply; empty means the tenant's."""
+    mode: _builtins.str
+    """"placeholder" ([CN_MOBILE_1], restorable) or "mask" (138****8000); empty means the policy's mode."""
     def __init__(
         self,
         *,
         tenant_id: _builtins.str = ...,
         text: _builtins.str = ...,
         policy: _builtins.str = ...,
+        mode: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy", "tenant_id", b"tenant_id", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mode", b"mode", "policy", b"policy", "tenant_id", b"tenant_id", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -387,9 +400,11 @@ class PiiEntity(_message.Message):
     SPAN_FIELD_NUMBER: _builtins.int
     PLACEHOLDER_FIELD_NUMBER: _builtins.int
     type: _builtins.str
-    """Type, e.g. "cn_mobile", "cn_resident_id", "bank_card", "email"."""
+    """Detector type: cn_resident_id, bank_card, credit_card, us_ssn, cn_mobile, cn_landline, us_phone,
+    intl_phone, passport, email, ipv6 or ipv4.
+    """
     placeholder: _builtins.str
-    """The placeholder that replaced it, e.g. "[CN_MOBILE_1]"."""
+    """The placeholder or mask that replaced it, e.g. "[CN_MOBILE_1]" or "138****8000"."""
     @_builtins.property
     def span(self) -> Global___Span:
         """Where it is in the original text."""

@@ -70,6 +70,8 @@ class SafetyServiceServicer:
 
     def CheckOutput(self, request_iterator, context):
         """Moderates a streaming answer: releases only checked text, holding back a small window.
+        Answers every request message with exactly one response (`open` and deltas with the text they
+        released, possibly empty; `end` with the rest), or with the violation, after which it ends.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

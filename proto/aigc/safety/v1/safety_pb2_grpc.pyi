@@ -38,7 +38,10 @@ class SafetyServiceStub:
     CheckInput: _grpc.UnaryUnaryMultiCallable[_safety_pb2.CheckInputRequest, _safety_pb2.CheckInputResponse]
     """Checks the input side of a request."""
     CheckOutput: _grpc.StreamStreamMultiCallable[_safety_pb2.CheckOutputRequest, _safety_pb2.CheckOutputResponse]
-    """Moderates a streaming answer: releases only checked text, holding back a small window."""
+    """Moderates a streaming answer: releases only checked text, holding back a small window.
+    Answers every request message with exactly one response (`open` and deltas with the text they
+    released, possibly empty; `end` with the rest), or with the violation, after which it ends.
+    """
     Redact: _grpc.UnaryUnaryMultiCallable[_safety_pb2.RedactRequest, _safety_pb2.RedactResponse]
     """Finds and replaces PII."""
     ListRules: _grpc.UnaryUnaryMultiCallable[_safety_pb2.ListRulesRequest, _safety_pb2.ListRulesResponse]
@@ -52,7 +55,10 @@ class SafetyServiceAsyncStub(SafetyServiceStub):
     CheckInput: _aio.UnaryUnaryMultiCallable[_safety_pb2.CheckInputRequest, _safety_pb2.CheckInputResponse]  # type: ignore[assignment]
     """Checks the input side of a request."""
     CheckOutput: _aio.StreamStreamMultiCallable[_safety_pb2.CheckOutputRequest, _safety_pb2.CheckOutputResponse]  # type: ignore[assignment]
-    """Moderates a streaming answer: releases only checked text, holding back a small window."""
+    """Moderates a streaming answer: releases only checked text, holding back a small window.
+    Answers every request message with exactly one response (`open` and deltas with the text they
+    released, possibly empty; `end` with the rest), or with the violation, after which it ends.
+    """
     Redact: _aio.UnaryUnaryMultiCallable[_safety_pb2.RedactRequest, _safety_pb2.RedactResponse]  # type: ignore[assignment]
     """Finds and replaces PII."""
     ListRules: _aio.UnaryUnaryMultiCallable[_safety_pb2.ListRulesRequest, _safety_pb2.ListRulesResponse]  # type: ignore[assignment]
@@ -75,7 +81,10 @@ class SafetyServiceServicer(metaclass=_abc_1.ABCMeta):
         request_iterator: _MaybeAsyncIterator[_safety_pb2.CheckOutputRequest],
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_safety_pb2.CheckOutputResponse], _abc.AsyncIterator[_safety_pb2.CheckOutputResponse]]:
-        """Moderates a streaming answer: releases only checked text, holding back a small window."""
+        """Moderates a streaming answer: releases only checked text, holding back a small window.
+        Answers every request message with exactly one response (`open` and deltas with the text they
+        released, possibly empty; `end` with the rest), or with the violation, after which it ends.
+        """
 
     @_abc_1.abstractmethod
     def Redact(

@@ -6,9 +6,9 @@ import grpc
 
 from aigc.cache.v1 import cache_pb2 as pb
 from aigc.cache.v1 import cache_pb2_grpc as pb_grpc
-from aigc_cache.convert import partition_from_pb
+from aigc_cache.convert import lookup_response_to_pb, partition_from_pb, semantic_threshold_from_pb
 from aigc_cache.core import CacheCore, CachedAnswer
-from aigc_common.convert import messages_from_pb, sampling_from_pb, usage_from_pb, usage_to_pb
+from aigc_common.convert import messages_from_pb, sampling_from_pb, usage_from_pb
 from aigc_common.server import ServiceBinding
 
 
@@ -23,12 +23,9 @@ class CacheServicer(pb_grpc.CacheServiceServicer):
             partition_from_pb(request.partition),
             messages_from_pb(request.messages),
             sampling_from_pb(request.sampling),
+            semantic_threshold=semantic_threshold_from_pb(request),
         )
-        if found is None:
-            return pb.LookupResponse(hit=False)
-        return pb.LookupResponse(
-            hit=True, tier=pb.TIER_EXACT, answer=found.answer, usage=usage_to_pb(found.usage), similarity=1.0
-        )
+        return lookup_response_to_pb(found)
 
     async def Store(self, request: pb.StoreRequest, context: grpc.aio.ServicerContext) -> pb.StoreResponse:
         stored = await self._core.store(
