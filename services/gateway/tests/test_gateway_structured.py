@@ -30,6 +30,7 @@ from aigc_common.types import (
 from aigc_gateway.adapters.inprocess import InProcessCache
 from aigc_gateway.core import Delta, Finished, Gateway, GatewayRequest, schema_problem
 from aigc_gateway.metrics import GatewayMetrics
+from aigc_gateway.tenants import Tenant, TenantSpec
 from aigc_prompt.core import RenderedPrompt
 from aigc_safety.types import Action, Verdict
 
@@ -53,9 +54,28 @@ class FixedPrompt:
         )
 
 
+class PassThrough:
+    violation = None
+
+    async def feed(self, text: str) -> str:
+        return text
+
+    async def finish(self) -> str:
+        return ""
+
+    async def close(self) -> None:
+        return None
+
+
 class AllowAll:
-    async def check_input(self, tenant_id: str, policy: str, text: str) -> Verdict:
+    async def check_input(self, tenant_id: str, policy: str, text: str, **ids: str) -> Verdict:
         return Verdict(Action.ALLOW, "default@1")
+
+    async def open_output(self, tenant_id: str, policy: str, **options: object) -> PassThrough:
+        return PassThrough()
+
+
+ACME = Tenant(TenantSpec(id="acme"))
 
 
 class ScriptedInference:
@@ -92,7 +112,7 @@ def _gateway(inference: ScriptedInference, prompt: FixedPrompt | None = None) ->
 async def _run(gateway: Gateway) -> tuple[str, Finished]:
     text = ""
     finished = None
-    async for event in gateway.generate("acme", GatewayRequest(template_id="apple", skip_cache=True)):
+    async for event in gateway.generate(ACME, GatewayRequest(template_id="apple", skip_cache=True)):
         if isinstance(event, Delta):
             text += event.text
         elif isinstance(event, Finished):
@@ -176,7 +196,7 @@ COT_ANSWER = "Each box holds 6 eggs and there are 4 boxes, so 6 * 4 = 24.\næ‰€ä»
 
 
 async def _events(gateway: Gateway) -> list[object]:
-    return [e async for e in gateway.generate("acme", GatewayRequest(template_id="eggs", skip_cache=True))]
+    return [e async for e in gateway.generate(ACME, GatewayRequest(template_id="eggs", skip_cache=True))]
 
 
 async def test_chain_of_thought_reasoning_is_hidden_and_only_the_answer_streams() -> None:

@@ -35,7 +35,9 @@ def _core(root: Path = TEMPLATES) -> PromptCore:
 
 def test_renders_the_chat_template_with_the_production_label() -> None:
     rendered = _core().render("acme", "chat", {"prompt": "长城有多长？"})
-    assert rendered.version == 1
+    assert rendered.version == 2
+    assert rendered.semantic_threshold == 0.85 and rendered.cache_sampled
+    assert _core().render("acme", "chat", {"prompt": "x"}, label="previous").version == 1
     assert rendered.messages[-1] == ChatMessage(Role.USER, "长城有多长？")
     assert rendered.messages[0].role == Role.SYSTEM
     assert rendered.bundle_id.startswith("b-")

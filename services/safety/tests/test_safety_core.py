@@ -10,13 +10,14 @@ from prometheus_client import CollectorRegistry
 from aigc_common.errors import FailedPrecondition, InvalidArgument
 from aigc_safety.core import SafetyCore
 from aigc_safety.metrics import SafetyMetrics
-from aigc_safety.rules import default_pack_path, load_pack
+from aigc_safety.policy import PolicyStore, default_packs_dir, default_policies_dir
 from aigc_safety.types import Action, OutputDelta, OutputEnd, OutputEvent, OutputOpen, Verdict
 
 
 def make_core(holdback_chars: int = 16, registry: CollectorRegistry | None = None) -> SafetyCore:
+    # The shipped packs and policies, rules only: the classifier has tests of its own.
     return SafetyCore(
-        load_pack(default_pack_path()),
+        PolicyStore(default_packs_dir(), default_policies_dir()),
         SafetyMetrics(registry or CollectorRegistry()),
         holdback_chars=holdback_chars,
         max_text_chars=10_000,
@@ -71,7 +72,7 @@ def test_block_message_names_policy_and_category_but_not_the_text() -> None:
     verdict = core.check_input("t1", "", text)
     assert verdict.action == Action.BLOCK
     assert core.policy_version in verdict.message
-    assert "prompt_injection" in verdict.message and "crimes_and_illegal_activities" in verdict.message
+    assert "prompt_injection" in verdict.message and "crimes_illegal" in verdict.message
     for phrase in ("ignore", "previous", "instructions", "制作", "炸弹"):
         assert phrase not in verdict.message
     assert [h.rule_id for h in verdict.hits] == [
@@ -97,7 +98,7 @@ def test_insults_go_to_review_not_block() -> None:
     for text in ["你这个傻逼客服", "you are an IDIOT"]:
         verdict = core.check_input("t1", "", text)
         assert verdict.action == Action.REVIEW
-        assert "abuse_and_insults" in verdict.message
+        assert "insult" in verdict.message
 
 
 def test_pii_makes_an_otherwise_clean_input_redact() -> None:
@@ -134,7 +135,7 @@ def test_redact_leaves_numbers_that_are_not_pii() -> None:
 def test_unknown_policy_and_oversized_text_are_invalid_arguments() -> None:
     core = make_core()
     with pytest.raises(InvalidArgument) as info:
-        core.check_input("t1", "strict", "hi")
+        core.check_input("t1", "no-such-policy", "hi")
     assert info.value.field == "policy"
     with pytest.raises(InvalidArgument) as info:
         core.check_input("t1", "", "x" * 10_001)
@@ -235,10 +236,11 @@ async def test_moderate_stream_requires_open_first() -> None:
     assert info.value.field == "open"
 
 
-async def test_moderate_stream_releases_then_flushes_on_end() -> None:
+async def test_moderate_stream_answers_each_message_once_then_flushes_on_end() -> None:
     core = make_core(holdback_chars=4)
     events: list[OutputEvent] = [OutputOpen("t1"), OutputDelta("abcdef"), OutputDelta("ghij"), OutputEnd()]
-    assert [r async for r in core.moderate(_events(events))] == ["ab", "cdef", "ghij"]
+    # One answer per message (open included), so a remote caller pairs each send with one receive.
+    assert [r async for r in core.moderate(_events(events))] == ["", "ab", "cdef", "ghij"]
 
 
 async def test_moderate_stream_ends_with_one_violation() -> None:
@@ -251,5 +253,7 @@ async def test_moderate_stream_ends_with_one_violation() -> None:
         OutputEnd(),
     ]
     results = [r async for r in core.moderate(_events(events))]
-    assert len(results) == 1 and isinstance(results[0], Verdict)
-    assert results[0].action == Action.BLOCK
+    assert results[:2] == ["", ""] and len(results) == 3, (
+        "open and the first delta, then the violation; nothing after"
+    )
+    assert isinstance(results[2], Verdict) and results[2].action == Action.BLOCK

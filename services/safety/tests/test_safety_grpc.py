@@ -15,13 +15,17 @@ from aigc_common.server import GrpcServer
 from aigc_common.settings import GrpcSettings
 from aigc_safety.core import SafetyCore
 from aigc_safety.metrics import SafetyMetrics
-from aigc_safety.rules import default_pack_path, load_pack
+from aigc_safety.policy import PolicyStore, default_packs_dir, default_policies_dir
 from aigc_safety.servicer import binding
 
 
 @pytest.fixture
 async def stub() -> AsyncIterator[pb_grpc.SafetyServiceStub]:
-    core = SafetyCore(load_pack(default_pack_path()), SafetyMetrics(CollectorRegistry()), holdback_chars=4)
+    core = SafetyCore(
+        PolicyStore(default_packs_dir(), default_policies_dir()),
+        SafetyMetrics(CollectorRegistry()),
+        holdback_chars=4,
+    )
     server = GrpcServer("safety", [binding(core)], GrpcSettings(port=0), RpcMetrics(CollectorRegistry()))
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
@@ -68,6 +72,7 @@ async def test_check_output_releases_clean_text(stub: pb_grpc.SafetyServiceStub)
         pb.CheckOutputRequest(end=True),
     ]
     responses = [r async for r in stub.CheckOutput(_requests(requests))]
+    assert len(responses) == len(requests), "exactly one response per message"
     assert all(r.WhichOneof("event") == "released" for r in responses)
     assert "".join(r.released for r in responses) == "七天无理由退货。"
 

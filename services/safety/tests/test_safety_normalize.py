@@ -48,3 +48,27 @@ def test_streaming_equals_whole_text() -> None:
     for ch in text:
         stream.feed(ch)
     assert stream.result() == whole
+
+
+def test_fast_batch_normalisation_equals_the_streaming_one_on_random_text() -> None:
+    # normalize() takes a str.translate fast path; the stream normaliser is the reference. Random
+    # mixes of every awkward class of character must come out identical, index map included.
+    import random
+
+    from aigc_safety.normalize import StreamNormalizer
+
+    alphabet = [
+        *"aZ9 \t\n\u3000\u200b\u200d\ufeffＡｂ１制作炸弹аеоå\u0301¨ﬁ…，。!?-x",
+        "\U00020001",
+        "한",
+        "カ",
+    ]
+    rng = random.Random(5)
+    for _ in range(2000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
+        reference = StreamNormalizer()
+        for i in range(0, len(text), 3):
+            reference.feed(text[i : i + 3])
+        fast = normalize(text)
+        assert fast.text == reference.text, repr(text)
+        assert list(fast.offsets) == list(reference.result().offsets), repr(text)

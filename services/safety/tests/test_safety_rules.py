@@ -36,8 +36,8 @@ def test_default_pack_loads_with_bilingual_rules() -> None:
     assert {
         "prompt_injection",
         "prompt_leaking",
-        "crimes_and_illegal_activities",
-        "abuse_and_insults",
+        "crimes_illegal",
+        "insult",
     } <= categories
     assert {r.language for r in pack.rules} >= {"zh", "en"}
     assert all(r.description for r in pack.rules)

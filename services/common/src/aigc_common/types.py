@@ -109,3 +109,5 @@ class GenerationRequest:
     json_schema: str = ""
     tenant_id: str = ""
     logprobs: bool = False
+    # Seconds the caller still waits; None means no deadline. Remote engines get it as the call's deadline.
+    timeout_seconds: float | None = None

@@ -2,22 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import grpc
 
+from aigc_common.errors import ConfigError
+from aigc_common.kafka import EventProducer
 from aigc_common.pricing import Price
 from aigc_common.runtime import Builder, Closer, ProcessRuntime
 from aigc_common.server import ServiceBinding
 from aigc_common.settings import load_settings
 from aigc_common.tracing import traced_channel
 from aigc_gateway.adapters import grpc_clients, inprocess
+from aigc_gateway.adapters.kafka_usage import KafkaUsageSink
+from aigc_gateway.adapters.redis_counters import RedisCounters
 from aigc_gateway.core import Gateway
+from aigc_gateway.limits import Budgets, CounterStore, MemoryCounters, RateLimiter
 from aigc_gateway.metrics import GatewayMetrics
 from aigc_gateway.ports import CachePort, InferencePort, PromptPort, SafetyPort
 from aigc_gateway.servicer import binding
 from aigc_gateway.settings import GatewaySettings, PortSettings
+from aigc_gateway.tenants import Directory, OpenDirectory, TenantDirectory
+from aigc_gateway.usage import LogUsageSink, UsageSink
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -25,6 +36,7 @@ class Wiring:
     """The gateway with the resources its adapters hold."""
 
     gateway: Gateway
+    directory: Directory = field(default_factory=lambda: OpenDirectory("default"))
     channels: list[grpc.aio.Channel] = field(default_factory=list)
     closers: list[Closer] = field(default_factory=list)
 
@@ -88,15 +100,61 @@ async def build_gateway(
             inference = inprocess.InProcessInference(inference_core)
         else:
             inference = grpc_clients.GrpcInference(channel(settings.inference))
+    counters: CounterStore
+    if settings.counters == "redis":
+        redis_counters = RedisCounters(settings.redis.url)
+        await redis_counters.ping()
+        counters = redis_counters
+    else:
+        counters = MemoryCounters()
+    wiring.closers.append(counters.close)
+    usage: UsageSink = LogUsageSink()
+    if settings.usage_sink == "kafka":
+        kafka_usage = KafkaUsageSink(
+            await asyncio.to_thread(EventProducer(settings.kafka).start), settings.usage_topic
+        )
+
+        async def close_usage() -> None:
+            await asyncio.to_thread(kafka_usage.close)
+
+        wiring.closers.append(close_usage)
+        usage = kafka_usage
+    prices = {name: Price.from_setting(p) for name, p in settings.prices.items()}
+    wiring.directory = directory(settings, prices)
     wiring.gateway = Gateway(
         prompt=prompt,
         safety=safety,
         cache=cache,
         inference=inference,
         metrics=GatewayMetrics(runtime.registry, runtime.usage_metrics),
-        prices={name: Price.from_setting(p) for name, p in settings.prices.items()},
+        prices=prices,
+        budgets=Budgets(counters, key_prefix=settings.redis.key_prefix),
+        limiter=RateLimiter(counters, key_prefix=settings.redis.key_prefix),
+        usage=usage,
     )
     return wiring
+
+
+def directory(settings: GatewaySettings, prices: Mapping[str, Price]) -> Directory:
+    """The tenants file's tenants, or one open tenant without it. A budget in a currency that a
+    priced model does not use could never be checked, so it fails start-up."""
+    if settings.tenants_file is None:
+        log.warning(
+            "no tenants file: API keys are not checked, every caller is tenant %r", settings.default_tenant
+        )
+        return OpenDirectory(settings.default_tenant)
+    found = TenantDirectory.from_file(settings.tenants_file)
+    for tenant in found.tenants.values():
+        budget = tenant.spec.budget
+        if budget is None:
+            continue
+        for model, price in prices.items():
+            if price.currency != budget.currency:
+                raise ConfigError(
+                    f"tenants file {settings.tenants_file}: tenant {tenant.id!r} has a budget in "
+                    f"{budget.currency} but model {model!r} is priced in {price.currency}"
+                )
+    return found
 
 
 def builder(settings: GatewaySettings) -> Builder:
@@ -104,6 +162,6 @@ def builder(settings: GatewaySettings) -> Builder:
 
     async def build(runtime: ProcessRuntime) -> tuple[Sequence[ServiceBinding], Closer]:
         wiring = await build_gateway(settings, runtime)
-        return [binding(wiring.gateway, settings.default_tenant)], wiring.close
+        return [binding(wiring.gateway, wiring.directory)], wiring.close
 
     return build

@@ -5,6 +5,7 @@ aigc health                               health of every service
 aigc chat "question"                      stream an answer from the chat template
 aigc generate --template ID --var k=v     stream an answer from any template
 aigc safety eval --dataset FILE.jsonl     precision/recall/latency of input checks on labelled lines
+aigc keygen [--key-id ID]                 a new API key and the hash entry for the tenants file
 aigc down                                 stop what `up` started
 """
 
@@ -19,13 +20,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from aigc.common.v1 import common_pb2
-from aigc.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from aigc_gateway.stack import GATEWAY, SERVICES, ServiceSpec, repo_root, service_env
+from aigc_gateway.stack import GATEWAY, NO_INFRA_ENV, SERVICES, ServiceSpec, repo_root, service_env
 
 
 def _run_dir() -> Path:
@@ -87,7 +87,9 @@ async def _wait_serving(
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    if not args.no_infra:
+    if args.no_infra:
+        os.environ[NO_INFRA_ENV] = "1"  # children inherit it: they use the in-process defaults
+    else:
         _say("starting Kafka, Redis and Prometheus (scripts/local-stack.sh up)")
         if _stack_script("up") != 0:
             return 1
@@ -178,60 +180,58 @@ def _parse_vars(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-async def _stream(address: str, request: gateway_pb2.GenerateRequest) -> int:
+def _stream(args: argparse.Namespace, **request: Any) -> int:
+    """Streams one generation through the Python client: the answer to stdout, everything else
+    (reasoning, safety notices, usage) to stderr, so `aigc generate ... > answer.txt` works."""
+    from aigc_client import AigcError, Client, Delta, Finished, SafetyEvent, Started
+
     start = time.perf_counter()
     first = 0.0
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+    with Client(args.address, args.api_key, timeout=args.timeout) as client:
         try:
-            async for reply in stub.Generate(request):
-                kind = reply.WhichOneof("event")
-                if kind == "delta" and reply.delta.reasoning:
-                    # Reasoning goes to stderr, so stdout holds only the answer.
-                    sys.stderr.write(reply.delta.text)
-                elif kind == "delta":
+            for event in client.generate(skip_cache=args.no_cache, max_tokens=args.max_tokens, **request):
+                if isinstance(event, Delta) and event.reasoning:
+                    sys.stderr.write(event.text)
+                elif isinstance(event, Delta):
                     first = first or time.perf_counter()
-                    sys.stdout.write(reply.delta.text)
+                    sys.stdout.write(event.text)
                     sys.stdout.flush()
-                elif kind == "safety":
-                    print(f"\n[safety] {reply.safety.action}: {reply.safety.message}", file=sys.stderr)
-                elif kind == "started" and reply.started.cache_hit:
+                elif isinstance(event, SafetyEvent):
+                    print(f"\n[safety] {event.action}: {event.message}", file=sys.stderr)
+                elif isinstance(event, Started) and event.cache_hit:
                     print("[cache hit]", file=sys.stderr)
-                elif kind == "finished":
-                    f = reply.finished
-                    u = f.usage
-                    cost = f"{f.cost.amount_nanos / 1e9:.6f} {f.cost.currency}" if f.cost.currency else "n/a"
+                elif isinstance(event, Finished):
+                    u = event.usage
+                    cost = f"{event.cost.amount:.6f} {event.cost.currency}" if event.cost.currency else "n/a"
                     ttft = (first - start) if first else 0.0
                     print(
-                        f"\n\n[usage] prompt={u.prompt_tokens} completion={u.completion_tokens} cached={u.cached_tokens} "
-                        f"cost={cost} finish={common_pb2.FinishReason.Name(f.finish_reason)} "
+                        f"\n\n[usage] prompt={u.prompt_tokens} completion={u.completion_tokens} "
+                        f"cached={u.cached_tokens} cost={cost} finish={event.finish_reason.name} "
                         f"first_token={ttft:.2f}s total={time.perf_counter() - start:.2f}s",
                         file=sys.stderr,
                     )
-        except grpc.aio.AioRpcError as exc:
-            print(f"\nerror: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        except AigcError as exc:
+            print(f"\nerror: {exc.code.name}: {exc.details}", file=sys.stderr)
             return 1
     return 0
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    request = gateway_pb2.GenerateRequest(
-        prompt=args.question,
-        skip_cache=args.no_cache,
-        sampling=common_pb2.SamplingParams(max_tokens=args.max_tokens),
-    )
-    return asyncio.run(_stream(args.address, request))
+    return _stream(args, prompt=args.question)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    request = gateway_pb2.GenerateRequest(
-        template_id=args.template,
-        label=args.label,
-        variables=_parse_vars(args.var),
-        skip_cache=args.no_cache,
-        sampling=common_pb2.SamplingParams(max_tokens=args.max_tokens),
-    )
-    return asyncio.run(_stream(args.address, request))
+    return _stream(args, template=args.template, label=args.label, variables=_parse_vars(args.var))
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from aigc_gateway.tenants import new_key
+
+    key, entry = new_key(args.key_id or None)
+    print("# give the key to the tenant once; only this entry goes into the tenants file:", file=sys.stderr)
+    print(key, file=sys.stderr)
+    print(f"- {{key_id: {entry.key_id}, sha256: {entry.sha256}}}")
+    return 0
 
 
 def cmd_safety_eval(args: argparse.Namespace) -> int:
@@ -269,7 +269,19 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--address", default=GATEWAY.address, help="gateway host:port")
         p.add_argument("--max-tokens", type=int, default=0, help="answer length cap (0 = template default)")
         p.add_argument("--no-cache", action="store_true", help="bypass the answer cache")
+        p.add_argument(
+            "--api-key",
+            default=os.environ.get("AIGC_API_KEY", ""),
+            help="API key (default: $AIGC_API_KEY; none for a stack without a tenants file)",
+        )
+        p.add_argument("--timeout", type=float, default=300, help="seconds to wait for the whole answer")
         p.set_defaults(func=cmd_chat if name == "chat" else cmd_generate)
+
+    keygen = sub.add_parser("keygen", help="a new API key and its tenants-file entry")
+    keygen.add_argument(
+        "--key-id", default="", help="key id (4-32 lower-case letters or digits); random if unset"
+    )
+    keygen.set_defaults(func=cmd_keygen)
 
     safety = sub.add_parser("safety", help="safety tools").add_subparsers(
         dest="safety_command", required=True

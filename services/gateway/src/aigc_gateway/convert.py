@@ -8,8 +8,9 @@ from aigc_common.convert import finish_to_pb, sampling_from_pb, usage_to_pb
 from aigc_gateway.core import Delta, Finished, GatewayEvent, GatewayRequest, SafetyDecision, Started
 
 
-def request_from_pb(r: pb.GenerateRequest) -> GatewayRequest:
+def request_from_pb(r: pb.GenerateRequest, timeout_seconds: float | None = None) -> GatewayRequest:
     return GatewayRequest(
+        timeout_seconds=timeout_seconds,
         template_id=r.template_id,
         label=r.label,
         version=r.version,

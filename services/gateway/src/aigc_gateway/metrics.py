@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from aigc_common.metrics import UsageMetrics
 
@@ -29,5 +29,17 @@ class GatewayMetrics:
             "aigc_gateway_safety_blocks",
             "Requests the gateway stopped on a safety verdict, by stage.",
             ["tenant", "stage"],
+            registry=registry,
+        )
+        self.rate_limited = Counter(
+            "aigc_rate_limited",
+            "Requests refused by a tenant's rate limit.",
+            ["tenant"],
+            registry=registry,
+        )
+        self.budget_remaining = Gauge(
+            "aigc_budget_remaining",
+            "What is left of a tenant's budget in the current period, in currency units (holds included).",
+            ["tenant", "currency"],
             registry=registry,
         )

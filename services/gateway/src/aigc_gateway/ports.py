@@ -21,13 +21,49 @@ class PromptPort(Protocol):
     ) -> RenderedPrompt: ...
 
 
+class OutputCheck(Protocol):
+    """Moderation of one streaming answer: only text it returns may reach the caller."""
+
+    @property
+    def violation(self) -> Verdict | None:
+        """The blocking verdict once the answer violated the policy; nothing more is released."""
+        ...
+
+    async def feed(self, text: str) -> str:
+        """Checks the next piece; returns the text now safe to show (maybe empty)."""
+        ...
+
+    async def finish(self) -> str:
+        """The answer is complete: returns the held-back text once checked."""
+        ...
+
+    async def close(self) -> None: ...
+
+
 class SafetyPort(Protocol):
-    async def check_input(self, tenant_id: str, policy: str, text: str) -> Verdict: ...
+    async def check_input(
+        self, tenant_id: str, policy: str, text: str, *, request_id: str = "", bundle_id: str = ""
+    ) -> Verdict: ...
+
+    async def open_output(
+        self,
+        tenant_id: str,
+        policy: str,
+        *,
+        request_id: str = "",
+        bundle_id: str = "",
+        reasoning: bool = False,
+    ) -> OutputCheck: ...
 
 
 class CachePort(Protocol):
     async def lookup(
-        self, partition: Partition, messages: tuple[ChatMessage, ...], sampling: SamplingParams
+        self,
+        partition: Partition,
+        messages: tuple[ChatMessage, ...],
+        sampling: SamplingParams,
+        *,
+        semantic_threshold: float = 0.0,
     ) -> CachedAnswer | None: ...
 
     async def store(

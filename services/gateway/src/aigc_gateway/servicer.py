@@ -13,19 +13,26 @@ from aigc_common.errors import Unimplemented
 from aigc_common.server import ServiceBinding
 from aigc_gateway.convert import event_to_pb, request_from_pb
 from aigc_gateway.core import Gateway
+from aigc_gateway.tenants import API_KEY_HEADER, Directory, Tenant
 
 
 class GatewayServicer(pb_grpc.GatewayServiceServicer):
     """Serves ``aigc.gateway.v1.GatewayService``. Batch RPCs answer UNIMPLEMENTED until the batch issue."""
 
-    def __init__(self, gateway: Gateway, tenant_id: str) -> None:
+    def __init__(self, gateway: Gateway, directory: Directory) -> None:
         self._gateway = gateway
-        self._tenant_id = tenant_id
+        self._directory = directory
+
+    def _tenant(self, context: grpc.aio.ServicerContext) -> Tenant:
+        metadata = dict(context.invocation_metadata() or ())
+        return self._directory.authenticate(str(metadata.get(API_KEY_HEADER, "")))
 
     async def Generate(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.GenerateResponse]:
-        stream = self._gateway.generate(self._tenant_id, request_from_pb(request))
+        tenant = self._tenant(context)
+        # The caller's deadline travels on: the engine stops when nobody waits for the answer any more.
+        stream = self._gateway.generate(tenant, request_from_pb(request, context.time_remaining()))
         try:
             async for event in stream:
                 yield event_to_pb(event)
@@ -60,8 +67,8 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         raise AssertionError("unreachable")
 
 
-def binding(gateway: Gateway, tenant_id: str) -> ServiceBinding:
-    servicer = GatewayServicer(gateway, tenant_id)
+def binding(gateway: Gateway, directory: Directory) -> ServiceBinding:
+    servicer = GatewayServicer(gateway, directory)
     return ServiceBinding(
         pb.DESCRIPTOR.services_by_name["GatewayService"].full_name,
         lambda server: pb_grpc.add_GatewayServiceServicer_to_server(servicer, server),

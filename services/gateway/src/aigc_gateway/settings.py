@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import SettingsConfigDict
 
+from aigc_common.kafka import Topics
 from aigc_common.pricing import PriceSetting, default_prices
-from aigc_common.settings import ServiceSettings
+from aigc_common.settings import KafkaSettings, RedisSettings, ServiceSettings
 
 
 class PortSettings(BaseModel):
@@ -22,12 +24,30 @@ class PortSettings(BaseModel):
 
 
 class GatewaySettings(ServiceSettings):
-    """The gateway: how each port is wired, the tenant used before authentication lands, prices."""
+    """The gateway: tenants and keys, where budgets and rate limits are counted, how each port is
+    wired, prices, and where usage records go."""
 
     model_config = SettingsConfigDict(env_prefix="AIGC_GATEWAY_", env_nested_delimiter="__", extra="ignore")
 
-    default_tenant: str = Field(
-        "default", description="Tenant every request runs as until API keys are configured (issue: tenants)."
+    tenants_file: Path | None = Field(
+        None,
+        description="YAML file of tenants and API key hashes (a mounted Secret on Kubernetes). Unset: no API "
+        "keys, every caller is default_tenant (a single machine's default only).",
+    )
+    default_tenant: str = Field("default", description="Tenant every caller is when no tenants_file is set.")
+    counters: Literal["memory", "redis"] = Field(
+        "memory",
+        description="Where budgets and rate limits are counted: memory (one gateway process) or redis "
+        "(shared by every replica; required with more than one).",
+    )
+    redis: RedisSettings = Field(default_factory=RedisSettings, description="Redis, when counters is redis.")
+    usage_sink: Literal["log", "kafka"] = Field(
+        "log",
+        description="kafka publishes one UsageRecorded event per request on usage_topic; log writes a line.",
+    )
+    usage_topic: str = Field(Topics.usage, description="Kafka topic of usage records.")
+    kafka: KafkaSettings = Field(
+        default_factory=KafkaSettings, description="Kafka, when usage_sink is kafka."
     )
     prompt: PortSettings = Field(
         default_factory=lambda: PortSettings(address="127.0.0.1:50052"), description="Prompt port."

@@ -56,12 +56,30 @@ def repo_root() -> Path | None:
     return root if (root / "scripts" / "local-stack.sh").exists() else None
 
 
+# Set by `aigc up --no-infra`: Kafka and Redis are not known to run, so the in-process defaults stay.
+NO_INFRA_ENV = "AIGC_STACK_NO_INFRA"
+
+
 def service_env(spec: ServiceSpec, single_process: bool = False) -> dict[str, str]:
-    """Environment defaults that put a service on its stack ports (explicit env wins)."""
+    """Environment defaults that put a service on its stack ports (explicit env wins). With the
+    local Kafka and Redis up, state that replicas share lives there: budgets, rate limits and the
+    cache in Redis; usage and safety audit records on Kafka."""
     env = {
         f"{spec.env_prefix}GRPC__PORT": str(spec.grpc_port),
         f"{spec.env_prefix}METRICS__PORT": str(spec.metrics_port),
     }
+    if os.environ.get(NO_INFRA_ENV) != "1":
+        if spec.name in ("gateway", "cache"):
+            env["AIGC_CACHE_STORE"] = "redis"
+            env["AIGC_CACHE_REDIS__URL"] = "redis://127.0.0.1:16379/0"
+        if spec.name == "gateway":
+            env["AIGC_GATEWAY_COUNTERS"] = "redis"
+            env["AIGC_GATEWAY_REDIS__URL"] = "redis://127.0.0.1:16379/0"
+            env["AIGC_GATEWAY_USAGE_SINK"] = "kafka"
+            env["AIGC_GATEWAY_KAFKA__BOOTSTRAP_SERVERS"] = "127.0.0.1:19092"
+        if spec.name in ("gateway", "safety"):
+            env["AIGC_SAFETY_AUDIT__SINK"] = "kafka"
+            env["AIGC_SAFETY_KAFKA__BOOTSTRAP_SERVERS"] = "127.0.0.1:19092"
     if spec.name == "gateway" and single_process:
         for port in ("PROMPT", "SAFETY", "CACHE", "INFERENCE"):
             env[f"AIGC_GATEWAY_{port}__MODE"] = "inprocess"
@@ -134,7 +152,7 @@ async def serve_all_in_one() -> None:
         "inference": inference_binding(inference),
         "safety": safety_binding(safety),
         "cache": cache_binding(cache),
-        "gateway": gateway_binding(wiring.gateway, gateway_settings.default_tenant),
+        "gateway": gateway_binding(wiring.gateway, wiring.directory),
     }
     servers = []
     for spec in SERVICES:

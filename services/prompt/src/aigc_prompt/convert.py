@@ -24,6 +24,8 @@ def rendered_to_pb(r: RenderedPrompt) -> pb.RenderResponse:
         strategy=r.strategy,
         samples=r.samples,
         show_reasoning=r.show_reasoning,
+        semantic_threshold=r.semantic_threshold,
+        cache_sampled=r.cache_sampled,
     )
 
 
@@ -41,6 +43,8 @@ def rendered_from_pb(template_id: str, r: pb.RenderResponse) -> RenderedPrompt:
         strategy=r.strategy or "none",
         samples=r.samples or 1,
         show_reasoning=r.show_reasoning,
+        semantic_threshold=r.semantic_threshold,
+        cache_sampled=r.cache_sampled,
     )
 
 

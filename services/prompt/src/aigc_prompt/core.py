@@ -40,6 +40,8 @@ class RenderedPrompt:
     strategy: str = "none"
     samples: int = 1
     show_reasoning: bool = False
+    semantic_threshold: float = 0.0
+    cache_sampled: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +240,7 @@ class PromptCore:
                 "tenant_examples": tenant.content_hash if tenant and spec.strategy.name != "none" else "",
                 "output_schema": spec.output_schema,
                 "show_reasoning": spec.show_reasoning,
+                "cache": spec.cache.model_dump(),
                 "language": spec.language,
                 "parameters": spec.parameters.model_dump(),
                 "safety_policy": spec.safety_policy,
@@ -300,6 +303,8 @@ class PromptCore:
             strategy=tv.spec.strategy.name,
             samples=tv.spec.strategy.samples if tv.spec.strategy.name == "self_consistency" else 1,
             show_reasoning=tv.spec.show_reasoning,
+            semantic_threshold=tv.spec.cache.semantic_threshold,
+            cache_sampled=tv.spec.cache.sampled,
         )
 
     def list_templates(self, tenant_id: str) -> list[TemplateEntry]:

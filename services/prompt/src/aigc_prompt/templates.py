@@ -74,6 +74,20 @@ class StrategySpec(BaseModel):
     samples: int = Field(1, ge=1, le=16, description="Samples to vote over (self-consistency).")
 
 
+class CacheSpec(BaseModel):
+    """How answers of this template may be reused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    semantic_threshold: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Cosine similarity for a semantic hit on the caller's input; 0 = exact only.",
+    )
+    sampled: bool = Field(False, description="Cache answers sampled with temperature > 0 too.")
+
+
 class ExampleSpec(BaseModel):
     """One few-shot exemplar shipped with the template."""
 
@@ -99,6 +113,7 @@ class TemplateFile(BaseModel):
     examples: list[ExampleSpec] = Field(default_factory=list)
     output_schema: dict[str, Any] | None = None
     show_reasoning: bool = False
+    cache: CacheSpec = Field(default_factory=CacheSpec)
     safety_policy: str = ""
     knowledge_base: str = ""
     parameters: Parameters = Field(default_factory=Parameters)

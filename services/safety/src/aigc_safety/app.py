@@ -1,26 +1,76 @@
-"""Composition root of the safety service: settings -> rule pack -> core -> servicer."""
+"""Composition root of the safety service: settings -> packs and policies, classifier, audit sink
+-> core -> servicer."""
 
 from __future__ import annotations
 
-from aigc_common.runtime import Builder, ProcessRuntime, core_builder
+import asyncio
+from collections.abc import Sequence
+
+from aigc_common.kafka import EventProducer
+from aigc_common.runtime import Builder, Closer, ProcessRuntime
+from aigc_common.server import ServiceBinding
+from aigc_safety.adapters.kafka_audit import KafkaAuditSink
+from aigc_safety.audit import AuditSink, LogAuditSink
+from aigc_safety.classifier import SafetyClassifier
 from aigc_safety.core import SafetyCore
 from aigc_safety.metrics import SafetyMetrics
-from aigc_safety.rules import default_pack_path, load_pack
+from aigc_safety.policy import PolicyStore
 from aigc_safety.servicer import binding
 from aigc_safety.settings import SafetySettings
 
 
-async def build_core(settings: SafetySettings, runtime: ProcessRuntime) -> SafetyCore:
-    """Loads and compiles the rule pack (a broken pack fails start-up naming file and rule)."""
-    pack = load_pack(settings.rule_pack or default_pack_path())
-    return SafetyCore(
-        pack,
+async def build_core(
+    settings: SafetySettings, runtime: ProcessRuntime, audit: AuditSink | None = None
+) -> SafetyCore:
+    """Loads packs, policies and the classifier; a broken file fails start-up naming file and field."""
+    store = PolicyStore(settings.packs_dir, settings.policies_dir)
+    classifier = (
+        await asyncio.to_thread(SafetyClassifier.load, settings.classifier_path)
+        if settings.classifier_enabled
+        else None
+    )
+    core = SafetyCore(
+        store,
         SafetyMetrics(runtime.registry),
+        classifier=classifier,
+        audit=audit or LogAuditSink(),
+        default_policy=settings.default_policy,
+        tenant_policies=settings.tenant_policies,
         holdback_chars=settings.holdback_chars,
         max_text_chars=settings.max_text_chars,
     )
+    if settings.reload_interval_seconds > 0:
+        core.watch(settings.reload_interval_seconds)
+    return core
+
+
+def audit_sink(settings: SafetySettings) -> tuple[AuditSink, Closer]:
+    """The configured audit sink and how to close it (Kafka connects here, failing start-up if down)."""
+    if settings.audit.sink == "kafka":
+        sink = KafkaAuditSink(EventProducer(settings.kafka).start(), settings.audit.topic)
+
+        async def close() -> None:
+            await asyncio.to_thread(sink.close)
+
+        return sink, close
+
+    async def nothing() -> None:
+        return None
+
+    return LogAuditSink(), nothing
 
 
 def builder(settings: SafetySettings) -> Builder:
     """What ``run_service`` calls to build the service in a process."""
-    return core_builder(settings, build_core, binding)
+
+    async def build(runtime: ProcessRuntime) -> tuple[Sequence[ServiceBinding], Closer]:
+        sink, close_sink = await asyncio.to_thread(audit_sink, settings)
+        core = await build_core(settings, runtime, sink)
+
+        async def close() -> None:
+            await core.close()
+            await close_sink()
+
+        return [binding(core)], close
+
+    return build

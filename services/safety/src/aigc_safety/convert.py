@@ -42,6 +42,7 @@ def verdict_from_pb(v: pb.Verdict) -> Verdict:
         ),
         redacted_text=v.redacted_text,
         message=v.message,
+        entities=tuple(entity_from_pb(e) for e in v.entities),
     )
 
 
@@ -66,11 +67,16 @@ def verdict_to_pb(verdict: Verdict) -> pb.Verdict:
         hits=[hit_to_pb(h) for h in verdict.hits],
         redacted_text=verdict.redacted_text,
         message=verdict.message,
+        entities=[entity_to_pb(e) for e in verdict.entities],
     )
 
 
 def entity_to_pb(entity: PiiEntity) -> pb.PiiEntity:
     return pb.PiiEntity(type=entity.type, span=_span_to_pb(entity.span), placeholder=entity.placeholder)
+
+
+def entity_from_pb(entity: pb.PiiEntity) -> PiiEntity:
+    return PiiEntity(entity.type, (entity.span.start, entity.span.end), entity.placeholder)
 
 
 def rule_info_to_pb(rule: RuleInfo) -> pb.RuleInfo:
@@ -87,7 +93,11 @@ def output_event_from_pb(req: pb.CheckOutputRequest) -> OutputEvent:
     kind = req.WhichOneof("event")
     if kind == "open":
         return OutputOpen(
-            tenant_id=req.open.tenant_id, policy=req.open.policy, request_id=req.open.request_id
+            tenant_id=req.open.tenant_id,
+            policy=req.open.policy,
+            request_id=req.open.request_id,
+            reasoning=req.open.reasoning,
+            bundle_id=req.open.bundle_id,
         )
     if kind == "delta":
         return OutputDelta(req.delta)

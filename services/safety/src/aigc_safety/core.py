@@ -1,5 +1,6 @@
-"""Safety product logic: input checks, PII redaction and streaming output moderation over a rule
-pack. No gRPC here; the gateway also calls this in-process.
+"""Safety product logic: input checks (rules, attack detectors, the trained classifier, PII),
+streaming output moderation with a hold-back window, per-tenant policies and audit records.
+No gRPC or Kafka here; the gateway also calls this in-process.
 
 Nothing in this module logs or returns the text it checks: verdicts name the policy, the rules
 and the spans, never the matched words.
@@ -7,15 +8,18 @@ and the spans, never the matched words.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from aigc_common.errors import FailedPrecondition, InvalidArgument
 from aigc_safety import pii
+from aigc_safety.audit import AuditRecord, AuditSink, LogAuditSink
 from aigc_safety.metrics import SafetyMetrics
 from aigc_safety.normalize import NormalizedText, StreamNormalizer, normalize
-from aigc_safety.rules import Rule, RulePack
+from aigc_safety.policy import Policy, PolicyStore
 from aigc_safety.types import (
     Action,
     OutputEnd,
@@ -28,22 +32,20 @@ from aigc_safety.types import (
     Verdict,
 )
 
+if TYPE_CHECKING:
+    from aigc_safety.classifier import SafetyClassifier
+
 log = logging.getLogger(__name__)
 
 # Which action wins when several rules fire: the strictest.
 _STRICTNESS = {Action.ALLOW: 0, Action.REDACT: 1, Action.REVIEW: 2, Action.BLOCK: 3}
 PII_CATEGORY = "pii"
 PII_SEVERITY = 2
+CLASSIFIER_SEVERITY = 3
 
 
-def _rule_hits(rules: Iterable[Rule], normalized: NormalizedText, pos: int = 0) -> list[tuple[Rule, RuleHit]]:
-    found = []
-    for rule in rules:
-        spans = rule.find(normalized.text, pos)
-        if spans:
-            original = tuple(normalized.original_span(s, e) for s, e in spans)
-            found.append((rule, RuleHit(rule.rule_id, rule.category, rule.severity, original)))
-    return found
+def _strictest(actions: Iterable[Action]) -> Action:
+    return max(actions, key=_STRICTNESS.__getitem__, default=Action.ALLOW)
 
 
 def _categories(hits: Iterable[RuleHit]) -> list[str]:
@@ -52,6 +54,21 @@ def _categories(hits: Iterable[RuleHit]) -> list[str]:
 
 def _in_text_order(hits: Iterable[RuleHit]) -> tuple[RuleHit, ...]:
     return tuple(sorted(hits, key=lambda h: (h.spans[0] if h.spans else (0, 0), h.rule_id)))
+
+
+def _rule_hits(
+    policy: Policy, stage: Stage, normalized: NormalizedText, pos: int = 0
+) -> list[tuple[Action, RuleHit]]:
+    """Rules of the policy's packs that fire, each with the action the policy gives its category."""
+    found = []
+    for pack in policy.packs:
+        for rule, spans in pack.scanner(stage).scan(normalized.text, pos):
+            action = policy.action_for(rule.category, rule.action)
+            if action is None:
+                continue  # the policy turns this category off
+            original = tuple(normalized.original_span(s, e) for s, e in spans)
+            found.append((action, RuleHit(rule.rule_id, rule.category, rule.severity, original)))
+    return found
 
 
 class OutputModerator:
@@ -66,19 +83,19 @@ class OutputModerator:
 
     def __init__(
         self,
-        pack: RulePack,
+        policy: Policy,
         metrics: SafetyMetrics,
         *,
         window: int,
+        on_violation: Callable[[Verdict], None] = lambda verdict: None,
         tenant_id: str = "",
         request_id: str = "",
     ) -> None:
-        # Only blocking rules can stop a stream; review and redact apply to whole texts.
-        self._rules = tuple(r for r in pack.rules_for(Stage.OUTPUT) if r.action == Action.BLOCK)
-        self._policy_version = pack.policy_version
-        self._lookback = pack.stream_lookback
+        self._policy = policy
+        self._lookback = max(p.stream_lookback for p in policy.packs)
         self._metrics = metrics
         self._window = window
+        self._on_violation = on_violation
         self._tenant_id = tenant_id
         self._request_id = request_id
         self._normalizer = StreamNormalizer()
@@ -86,6 +103,8 @@ class OutputModerator:
         self._held = ""  # original text checked or not, but not yet released
         self._violation: Verdict | None = None
         self._finished = False
+        self._first_fed = 0.0
+        self._first_released = False
 
     @property
     def violation(self) -> Verdict | None:
@@ -94,7 +113,7 @@ class OutputModerator:
 
     @property
     def policy_version(self) -> str:
-        return self._policy_version
+        return self._policy.version
 
     def feed(self, delta: str) -> str:
         """Checks the next piece of the answer; returns the text now safe to show (maybe empty)."""
@@ -103,22 +122,25 @@ class OutputModerator:
         if self._violation is not None or not delta:
             return ""
         start = time.perf_counter()
+        self._first_fed = self._first_fed or start
         self._normalizer.feed(delta)
         self._held += delta
         # A match not seen before must end in the new text, so only the tail needs scanning; it
         # reaches back far enough to hold the longest keyword or pattern match.
         normalized = self._normalizer.view()
-        hits = _rule_hits(self._rules, normalized, max(0, self._scanned - self._lookback))
+        found = _rule_hits(self._policy, Stage.OUTPUT, normalized, max(0, self._scanned - self._lookback))
         self._scanned = len(normalized.text)
         self._metrics.check_duration.labels(Stage.OUTPUT).observe(time.perf_counter() - start)
-        if hits:
-            self._stop(tuple(hit for _, hit in hits))
+        # Only blocking rules stop a stream; review and redact apply to whole texts.
+        blocking = tuple(hit for action, hit in found if action == Action.BLOCK)
+        if blocking:
+            self._stop(blocking)
             return ""
         cut = len(self._held) - self._window
         if cut <= 0:
             return ""
         released, self._held = self._held[:cut], self._held[cut:]
-        return released
+        return self._release(released)
 
     def finish(self) -> str:
         """The answer is complete: returns the held-back text, already checked (empty after a violation)."""
@@ -129,108 +151,187 @@ class OutputModerator:
             return ""
         self._metrics.verdicts.labels(Stage.OUTPUT, "none", Action.ALLOW).inc()
         released, self._held = self._held, ""
-        return released
+        return self._release(released)
+
+    def _release(self, text: str) -> str:
+        if text and not self._first_released:
+            # What the window costs the caller: first text in to first text out.
+            self._first_released = True
+            self._metrics.holdback.observe(time.perf_counter() - self._first_fed)
+        return text
 
     def _stop(self, hits: tuple[RuleHit, ...]) -> None:
         categories = _categories(hits)
         self._violation = Verdict(
             action=Action.BLOCK,
-            policy_version=self._policy_version,
+            policy_version=self._policy.version,
             hits=_in_text_order(hits),
-            message=f"answer stopped by safety policy {self._policy_version} ({', '.join(categories)})",
+            message=f"answer stopped by safety policy {self._policy.version} ({', '.join(categories)})",
         )
         self._held = ""
         for category in categories:
             self._metrics.verdicts.labels(Stage.OUTPUT, category, Action.BLOCK).inc()
-        log.info(
-            "output blocked",
-            extra={
-                "fields": {
-                    "tenant_id": self._tenant_id,
-                    "request_id": self._request_id,
-                    "policy_version": self._policy_version,
-                    "rule_ids": [h.rule_id for h in hits],
-                }
-            },
-        )
+        self._on_violation(self._violation)
 
 
 class SafetyCore:
-    """Checks text against a rule pack: one policy, named after the pack, for every tenant.
-
-    Per-tenant policies come later; the ``tenant_id`` and ``policy`` parameters are already the
-    ones callers will use, and an unknown policy name is refused rather than silently defaulted.
-    """
+    """Checks text under the policy a tenant uses (or the one a request names)."""
 
     def __init__(
         self,
-        pack: RulePack,
+        policies: PolicyStore,
         metrics: SafetyMetrics,
         *,
+        classifier: SafetyClassifier | None = None,
+        audit: AuditSink | None = None,
+        default_policy: str = "default",
+        tenant_policies: Mapping[str, str] | None = None,
         holdback_chars: int = 16,
         max_text_chars: int = 100_000,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        self._pack = pack
+        self._store = policies
         self._metrics = metrics
+        self._classifier = classifier
+        self._audit = audit or LogAuditSink()
+        self._default_policy = default_policy
+        self._tenant_policies = dict(tenant_policies or {})
         self._holdback_chars = holdback_chars
         self._max_text_chars = max_text_chars
+        self._clock = clock
+        self._watch: asyncio.Task[None] | None = None
+        for tenant, name in {"": default_policy, **self._tenant_policies}.items():
+            if name not in policies.snapshot.policies:
+                raise InvalidArgument(
+                    f"policy {name!r} (for tenant {tenant or 'default'!r}) is not among "
+                    f"{sorted(policies.snapshot.policies)}",
+                    field="tenant_policies" if tenant else "default_policy",
+                )
+
+    def watch(self, interval_seconds: float) -> None:
+        """Starts hot reload of packs and policies every ``interval_seconds``."""
+
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(interval_seconds)
+                await asyncio.to_thread(self._store.reload)
+
+        self._watch = asyncio.get_running_loop().create_task(loop())
+
+    async def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
 
     @property
-    def pack_version(self) -> str:
-        """Version of the active rule pack."""
-        return self._pack.version
+    def classifier_version(self) -> str:
+        return self._classifier.version if self._classifier else ""
+
+    def policy(self, tenant_id: str, name: str = "", field: str = "policy") -> Policy:
+        """The policy a request names, else the tenant's, else the default."""
+        chosen = name or self._tenant_policies.get(tenant_id) or self._default_policy
+        policy = self._store.snapshot.policies.get(chosen)
+        if policy is None:
+            known = ", ".join(sorted(self._store.snapshot.policies))
+            raise InvalidArgument(f"unknown safety policy {chosen!r}; known: {known}", field=field)
+        return policy
 
     @property
     def policy_version(self) -> str:
-        """``name@version`` of the default policy, as verdicts carry it."""
-        return self._pack.policy_version
+        """Version of the default policy, as verdicts carry it."""
+        return self.policy("").version
 
-    def _policy(self, policy: str, field: str) -> RulePack:
-        if policy and policy != self._pack.name:
-            raise InvalidArgument(f"unknown safety policy {policy!r}; known: {self._pack.name}", field=field)
-        return self._pack
+    @property
+    def pack_version(self) -> str:
+        """Versions of the default policy's packs."""
+        return "+".join(p.policy_version for p in self.policy("").packs)
 
-    def check_input(self, tenant_id: str, policy: str, text: str) -> Verdict:
-        """Checks a request's input. Empty text is allowed; ``policy`` empty means the default."""
-        pack = self._policy(policy, "policy")
+    def _check_length(self, text: str) -> None:
         if len(text) > self._max_text_chars:
             raise InvalidArgument(f"is {len(text)} characters; at most {self._max_text_chars}", field="text")
+
+    def check_input(
+        self, tenant_id: str, policy: str, text: str, *, request_id: str = "", bundle_id: str = ""
+    ) -> Verdict:
+        """Checks a request's input. Empty text is allowed; ``policy`` empty means the tenant's."""
+        chosen = self.policy(tenant_id, policy)
+        self._check_length(text)
         start = time.perf_counter()
         normalized = normalize(text)
-        found = _rule_hits(pack.rules_for(Stage.INPUT), normalized)
-        action = max((rule.action for rule, _ in found), key=_STRICTNESS.__getitem__, default=Action.ALLOW)
-        deciding = [hit for rule, hit in found if rule.action == action]
+        found = _rule_hits(chosen, Stage.INPUT, normalized)
+        spec = chosen.spec.classifier
+        # The classifier catches paraphrases the rules miss; when a rule already blocks it adds nothing.
+        if self._classifier is not None and spec.enabled and not any(a == Action.BLOCK for a, _ in found):
+            scored = self._classifier.score(normalized.text)
+            threshold = spec.threshold if spec.threshold is not None else self._classifier.threshold
+            if scored.unsafe >= threshold:
+                action = chosen.action_for(scored.category, Action(spec.action))
+                if action is not None:
+                    hit = RuleHit(
+                        f"classifier.{scored.category or 'unsafe'}",
+                        scored.category or "unsafe",
+                        CLASSIFIER_SEVERITY,
+                        ((0, len(text)),),
+                        round(scored.unsafe, 4),
+                    )
+                    found.append((action, hit))
+        action = _strictest(a for a, _ in found)
+        deciding = [hit for a, hit in found if a == action]
         hits = [hit for _, hit in found]
         redacted_text = ""
-        if pack.pii:
-            redacted, entities = pii.redact(text, pack.pii, normalized)
-            pii_hits = self._pii_hits(entities)
+        pii_spec = chosen.spec.pii
+        restorable: tuple[PiiEntity, ...] = ()
+        if pii_spec.types:
+            redaction = (
+                pii.mask(text, pii_spec.types, normalized)
+                if pii_spec.mode == "mask"
+                else pii.pseudonymize(text, pii_spec.types, normalized)
+            )
+            pii_hits = self._pii_hits(redaction.entities)
             hits.extend(pii_hits)
-            if pii_hits and action == Action.ALLOW:
-                action, redacted_text, deciding = Action.REDACT, redacted, pii_hits
+            if pii_hits and pii_spec.mode != "off" and action == Action.ALLOW:
+                action, redacted_text, deciding = Action.REDACT, redaction.text, pii_hits
+                if pii_spec.mode == "placeholder" and pii_spec.restore:
+                    # Spans and placeholders only: the caller, who holds the original text, can
+                    # rebuild the map and put the values back into the answer.
+                    restorable = redaction.entities
         self._metrics.check_duration.labels(Stage.INPUT).observe(time.perf_counter() - start)
-        for category in _categories(hits) or ["none"]:
+        for category in _categories(deciding) or ["none"]:
             self._metrics.verdicts.labels(Stage.INPUT, category, action).inc()
         verdict = Verdict(
             action=action,
-            policy_version=pack.policy_version,
+            policy_version=chosen.version,
             hits=_in_text_order(hits),
             redacted_text=redacted_text,
-            message=self._message(action, pack.policy_version, deciding),
+            message=self._message(action, chosen.version, deciding),
+            entities=restorable,
         )
-        if action in (Action.BLOCK, Action.REVIEW):
-            log.info(
-                "input %s",
-                action,
-                extra={
-                    "fields": {
-                        "tenant_id": tenant_id,
-                        "policy_version": pack.policy_version,
-                        "rule_ids": [h.rule_id for h in verdict.hits],
-                    }
-                },
-            )
+        if action != Action.ALLOW:
+            self._record(tenant_id, request_id, bundle_id, Stage.INPUT, verdict, deciding)
         return verdict
+
+    def _record(
+        self,
+        tenant_id: str,
+        request_id: str,
+        bundle_id: str,
+        stage: Stage,
+        verdict: Verdict,
+        deciding: Iterable[RuleHit],
+    ) -> None:
+        self._audit.record(
+            AuditRecord(
+                request_id=request_id,
+                tenant_id=tenant_id,
+                stage=str(stage),
+                action=str(verdict.action),
+                policy_version=verdict.policy_version,
+                rule_ids=tuple(h.rule_id for h in verdict.hits),
+                categories=tuple(_categories(deciding)),
+                bundle_id=bundle_id,
+                decided_at=self._clock(),
+            )
+        )
 
     @staticmethod
     def _pii_hits(entities: Iterable[PiiEntity]) -> list[RuleHit]:
@@ -256,58 +357,105 @@ class SafetyCore:
             return f"accepted for human review under safety policy {policy_version} ({categories})"
         return ""
 
-    def redact(self, text: str) -> tuple[str, tuple[PiiEntity, ...]]:
-        """Replaces personal data with placeholders like ``[CN_MOBILE_1]``; returns text and entities."""
-        if len(text) > self._max_text_chars:
-            raise InvalidArgument(f"is {len(text)} characters; at most {self._max_text_chars}", field="text")
-        return pii.redact(text, self._pack.pii)
+    def redact(
+        self, text: str, tenant_id: str = "", policy: str = "", mode: str = ""
+    ) -> tuple[str, tuple[PiiEntity, ...]]:
+        """Replaces the policy's personal data types with placeholders like ``[CN_MOBILE_1]`` or masks
+        like ``138****8000``; ``mode`` empty means the policy's mode."""
+        self._check_length(text)
+        if mode not in ("", "placeholder", "mask"):
+            raise InvalidArgument(f"must be placeholder or mask, got {mode!r}", field="mode")
+        spec = self.policy(tenant_id, policy).spec.pii
+        if (mode or spec.mode) == "mask":
+            redaction = pii.mask(text, spec.types)
+        else:
+            redaction = pii.pseudonymize(text, spec.types)
+        return redaction.text, redaction.entities
 
-    def list_rules(self) -> tuple[RuleInfo, ...]:
-        """Rules of the active policy, PII detectors included, sorted by rule id."""
-        rules = [
-            RuleInfo(r.rule_id, r.category, r.action, r.language, r.description) for r in self._pack.rules
-        ]
+    def list_rules(self, tenant_id: str = "", policy: str = "") -> tuple[RuleInfo, ...]:
+        """Rules of the tenant's policy with the action the policy gives them (categories the
+        policy turns off are left out), PII detectors and the classifier included."""
+        chosen = self.policy(tenant_id, policy)
+        rules = []
+        for pack in chosen.packs:
+            for r in pack.rules:
+                action = chosen.action_for(r.category, r.action)
+                if action is not None:
+                    rules.append(RuleInfo(r.rule_id, r.category, action, r.language, r.description))
         rules.extend(
             RuleInfo(f"pii.{kind}", PII_CATEGORY, Action.REDACT, "any", pii.PII_DETECTORS[kind].description)
-            for kind in self._pack.pii
+            for kind in chosen.spec.pii.types
         )
+        if self._classifier is not None and chosen.spec.classifier.enabled:
+            rules.append(
+                RuleInfo(
+                    "classifier.*",
+                    "any",
+                    Action(chosen.spec.classifier.action),
+                    "any",
+                    f"Trained bilingual classifier {self._classifier.version}; fires at an unsafe "
+                    f"score of {chosen.spec.classifier.threshold or self._classifier.threshold:.2f} or more.",
+                )
+            )
         return tuple(sorted(rules, key=lambda r: r.rule_id))
 
-    def open_output(self, tenant_id: str, policy: str, request_id: str = "") -> OutputModerator:
-        """Starts moderating one streaming answer."""
+    def open_output(
+        self,
+        tenant_id: str,
+        policy: str,
+        request_id: str = "",
+        *,
+        reasoning: bool = False,
+        bundle_id: str = "",
+    ) -> OutputModerator:
+        """Starts moderating one streaming answer; hidden reasoning is checked under the policy's
+        ``reasoning_policy``."""
+        chosen = self.policy(tenant_id, policy, "open.policy")
+        if reasoning and chosen.spec.reasoning_policy:
+            chosen = self.policy(tenant_id, chosen.spec.reasoning_policy, "open.policy")
+        stage = Stage.OUTPUT
+
+        def audit(verdict: Verdict) -> None:
+            self._record(tenant_id, request_id, bundle_id, stage, verdict, verdict.hits)
+
+        window = (
+            chosen.spec.holdback_chars if chosen.spec.holdback_chars is not None else self._holdback_chars
+        )
         return OutputModerator(
-            self._policy(policy, "open.policy"),
+            chosen,
             self._metrics,
-            window=self._holdback_chars,
+            window=window,
+            on_violation=audit,
             tenant_id=tenant_id,
             request_id=request_id,
         )
 
     async def moderate(self, events: AsyncIterable[OutputEvent]) -> AsyncIterator[str | Verdict]:
-        """Moderates a stream of open, deltas and end: yields released text, or one violation and stops."""
+        """Moderates a stream of open, deltas and end. Answers every event with exactly one result:
+        the text released by it (maybe empty), or the violation, after which it stops. One answer
+        per event lets a remote caller pair each send with one receive."""
         stream = aiter(events)
         first = await anext(stream, None)
         if not isinstance(first, OutputOpen):
             raise InvalidArgument("the first message must be `open` (tenant and policy)", field="open")
-        moderator = self.open_output(first.tenant_id, first.policy, first.request_id)
+        moderator = self.open_output(
+            first.tenant_id,
+            first.policy,
+            first.request_id,
+            reasoning=first.reasoning,
+            bundle_id=first.bundle_id,
+        )
+        yield ""
         async for event in stream:
             if isinstance(event, OutputOpen):
                 raise InvalidArgument("only the first message may be `open`", field="open")
             if isinstance(event, OutputEnd):
-                released = moderator.finish()
-                if released:
-                    yield released
+                yield moderator.finish()
                 return
             released = moderator.feed(event.text)
-            if released:
-                yield released
             if moderator.violation is not None:
                 yield moderator.violation
                 return
-        # The caller closed its side without `end`: the answer is complete all the same.
-        released = moderator.finish()
-        if released:
             yield released
-
-    async def close(self) -> None:
-        """Nothing to release yet; the composition root treats every core alike."""
+        # The caller closed its side without `end`: the answer is complete all the same.
+        moderator.finish()

@@ -22,3 +22,9 @@ class SafetyMetrics:
             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
             registry=registry,
         )
+        self.holdback = Histogram(
+            "aigc_safety_holdback_seconds",
+            "Delay the output hold-back window adds: first delta fed to first text released, per answer.",
+            buckets=(0.0001, 0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=registry,
+        )

@@ -12,9 +12,10 @@ The normalisation is character by character, so it also works incrementally on a
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
+from functools import lru_cache
 
 # Look-alikes from Cyrillic and Greek that pass for Latin letters after case folding. Kept small
 # on purpose: these are the ones seen in evasion attempts; a full confusables table comes later.
@@ -71,16 +72,63 @@ def _fold(ch: str) -> str:
     return unicodedata.normalize("NFKC", kept).casefold().translate(_CONFUSABLES)
 
 
-@dataclass(frozen=True, slots=True)
-class NormalizedText:
-    """Normalised text and, per normalised character, the original code point it came from."""
+# A pure function of one code point, so memoised: texts repeat the same few thousand characters.
+_fold_cached = lru_cache(maxsize=65536)(_fold)
 
-    text: str
-    offsets: Sequence[int]
+
+class NormalizedText:
+    """Normalised text and, per normalised character, the original code point it came from.
+
+    The index map is only needed when something matched, which is rare; :func:`normalize` leaves
+    it to be computed on first use from the original text (``original``)."""
+
+    __slots__ = ("_offsets", "_original", "text")
+
+    def __init__(self, text: str, offsets: Sequence[int] | None = None, *, original: str = "") -> None:
+        self.text = text
+        self._offsets = offsets
+        self._original = original
+
+    @property
+    def offsets(self) -> Sequence[int]:
+        if self._offsets is None:
+            normalizer = StreamNormalizer()
+            normalizer.feed(self._original)
+            self._offsets = normalizer.view().offsets
+        return self._offsets
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, NormalizedText):
+            return NotImplemented
+        return self.text == other.text and list(self.offsets) == list(other.offsets)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"NormalizedText({self.text!r})"
 
     def original_span(self, start: int, end: int) -> tuple[int, int]:
         """Maps a non-empty [start, end) range of the normalised text to the original text."""
-        return self.offsets[start], self.offsets[end - 1] + 1
+        offsets = self.offsets
+        return offsets[start], offsets[end - 1] + 1
+
+
+class _FoldTable(dict[int, str]):
+    """``str.translate`` table: code point -> its normalised form ("" drops it, whitespace -> " "),
+    filled on first sight of each code point (a memo of a pure function)."""
+
+    def __missing__(self, cp: int) -> str:
+        ch = chr(cp)
+        out = " " if ch.isspace() else _fold(ch)
+        out = "".join(" " if c.isspace() else c for c in out)
+        self[cp] = out
+        return out
+
+
+_FOLD_TABLE = _FoldTable()
+_CJK = "\u4e00-\u9fff\u3400-\u4dbf\U00020000-\U0002ebef\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af"
+_SPACE_RUNS = re.compile(" {2,}")
+_SPACE_NEXT_TO_CJK = re.compile(f"(?<=[{_CJK}]) | (?=[{_CJK}])")
 
 
 class StreamNormalizer:
@@ -109,33 +157,35 @@ class StreamNormalizer:
 
     def feed(self, piece: str) -> None:
         """Normalises ``piece``, the next part of the original text."""
+        # The hot loop of every check: state lives in locals and the common case (one visible
+        # character folds to one character) takes no calls besides the cached fold.
+        fold = _fold_cached
+        new, offsets = self._new, self._offsets
+        last, pending = self._last, self._pending_space
+        index = self._consumed
         for ch in piece:
-            index = self._consumed
-            self._consumed += 1
             if ch.isspace():
-                self._hold_space(index)
+                if pending < 0:
+                    pending = index
+                index += 1
                 continue
-            for out in _fold(ch):
+            for out in fold(ch):
                 if out.isspace():  # NFKC can produce spaces, e.g. from U+00A8 DIAERESIS
-                    self._hold_space(index)
-                else:
-                    self._emit(out, index)
-        self._text += "".join(self._new)
-        self._new.clear()
-
-    def _hold_space(self, index: int) -> None:
-        if self._pending_space < 0:
-            self._pending_space = index
-
-    def _emit(self, out: str, index: int) -> None:
-        if self._pending_space >= 0:
-            if self._last and not is_cjk(self._last) and not is_cjk(out):
-                self._new.append(" ")
-                self._offsets.append(self._pending_space)
-            self._pending_space = -1
-        self._new.append(out)
-        self._offsets.append(index)
-        self._last = out
+                    if pending < 0:
+                        pending = index
+                    continue
+                if pending >= 0:
+                    if last and not is_cjk(last) and not is_cjk(out):
+                        new.append(" ")
+                        offsets.append(pending)
+                    pending = -1
+                new.append(out)
+                offsets.append(index)
+                last = out
+            index += 1
+        self._consumed, self._last, self._pending_space = index, last, pending
+        self._text += "".join(new)
+        new.clear()
 
     def result(self) -> NormalizedText:
         """A snapshot of what has been normalised so far."""
@@ -149,7 +199,9 @@ class StreamNormalizer:
 
 def normalize(text: str) -> NormalizedText:
     """Normalises ``text`` for rule matching: NFKC width folding, case folding, accents, zero-width
-    and control characters removed, look-alikes mapped, whitespace collapsed, index map kept."""
-    normalizer = StreamNormalizer()
-    normalizer.feed(text)
-    return normalizer.result()
+    and control characters removed, look-alikes mapped, whitespace collapsed, index map kept.
+
+    Equal to feeding ``text`` to a :class:`StreamNormalizer` (a test holds them equal), but done with
+    ``str.translate`` and two regular expressions, several times faster on long inputs."""
+    folded = _SPACE_RUNS.sub(" ", text.translate(_FOLD_TABLE)).strip(" ")
+    return NormalizedText(_SPACE_NEXT_TO_CJK.sub("", folded), original=text)

@@ -9,19 +9,20 @@ so a pack never needs full-width, upper-case or zero-width variants of a phrase.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import ahocorasick
 import yaml
 
 from aigc_common.errors import ConfigError
 from aigc_safety.normalize import is_cjk, normalize
-from aigc_safety.pii import PII_DETECTORS
+from aigc_safety.prefilter import triggers
 from aigc_safety.types import Action, Stage
 
 LANGUAGES = frozenset({"zh", "en", "any"})
-_PACK_KEYS = frozenset({"name", "version", "description", "rules", "pii"})
+_PACK_KEYS = frozenset({"name", "version", "description", "rules"})
 _RULE_KEYS = frozenset(
     {"id", "category", "severity", "action", "language", "stages", "description", "keywords", "patterns"}
 )
@@ -54,6 +55,8 @@ class Rule:
     description: str
     matchers: tuple[re.Pattern[str], ...]
     longest_keyword: int
+    keywords: tuple[str, ...] = ()
+    patterns: tuple[re.Pattern[str], ...] = ()
 
     def find(self, normalized: str, pos: int = 0) -> list[tuple[int, int]]:
         """Spans of the normalised text (from ``pos``) where the rule matches, merged and sorted."""
@@ -67,15 +70,106 @@ class Rule:
         return merged
 
 
+def _is_word_char(ch: str) -> bool:
+    return ch.isascii() and ch.isalnum()
+
+
+class PackScanner:
+    """Every rule of one stage over a text in one automaton pass plus the few patterns it points at.
+
+    One Aho-Corasick automaton holds all keywords of all rules and the trigger words of every
+    pattern (:mod:`aigc_safety.prefilter`): a keyword hit is a rule hit (after the word-boundary
+    check for Latin keywords), a trigger hit marks a pattern to run. Patterns without usable
+    triggers always run. Finds exactly what ``Rule.find`` finds, rule by rule, at a cost that
+    barely grows with the size of the pack.
+    """
+
+    def __init__(self, rules: tuple[Rule, ...]) -> None:
+        self.rules = rules
+        self._automaton: Any = None
+        keywords: dict[str, list[tuple[int, bool, bool]]] = {}
+        triggered: dict[str, list[int]] = {}
+        self._patterns: list[tuple[int, re.Pattern[str]]] = []
+        always: list[int] = []
+        for index, rule in enumerate(rules):
+            for keyword in rule.keywords:
+                # Latin ends match at word boundaries only, as in Rule.find.
+                keywords.setdefault(keyword, []).append(
+                    (index, not is_cjk(keyword[0]), not is_cjk(keyword[-1]))
+                )
+            for pattern in rule.patterns:
+                pattern_id = len(self._patterns)
+                self._patterns.append((index, pattern))
+                words = triggers(pattern.pattern)
+                if words is None:
+                    always.append(pattern_id)
+                for word in words or ():
+                    triggered.setdefault(word, []).append(pattern_id)
+        self._always = tuple(always)
+        vocabulary = set(keywords) | set(triggered)
+        if vocabulary:
+            automaton = ahocorasick.Automaton()
+            for word in vocabulary:
+                automaton.add_word(
+                    word, (len(word), tuple(keywords.get(word, ())), tuple(triggered.get(word, ())))
+                )
+            automaton.make_automaton()
+            self._automaton = automaton
+
+    @property
+    def always_run(self) -> int:
+        """Patterns that run on every text (no usable trigger words)."""
+        return len(self._always)
+
+    def scan(self, normalized: str, pos: int = 0) -> list[tuple[Rule, list[tuple[int, int]]]]:
+        """``(rule, merged spans)`` for each rule that matches at or after ``pos``, in rule order."""
+        found: dict[int, list[tuple[int, int]]] = {}
+        to_run: set[int] = set(self._always)
+        if self._automaton is not None and len(normalized) > pos:
+            n = len(normalized)
+            # A trigger may start before ``pos`` and still belong to a match that ends after it, so
+            # triggers are looked for over the whole text; keywords only count from ``pos``.
+            for end, (length, owners, pattern_ids) in self._automaton.iter(normalized):
+                to_run.update(pattern_ids)
+                start = end - length + 1
+                if start < pos:
+                    continue
+                for index, check_left, check_right in owners:
+                    if check_left and start > 0 and _is_word_char(normalized[start - 1]):
+                        continue
+                    if check_right and end + 1 < n and _is_word_char(normalized[end + 1]):
+                        continue
+                    found.setdefault(index, []).append((start, end + 1))
+        for pattern_id in sorted(to_run):
+            index, pattern = self._patterns[pattern_id]
+            for m in pattern.finditer(normalized, pos):
+                found.setdefault(index, []).append(m.span())
+        return [(self.rules[i], _merged(spans)) for i, spans in sorted(found.items())]
+
+
+def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start < merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
+
+
 @dataclass(frozen=True, slots=True)
 class RulePack:
-    """A loaded pack: its identity, its rules and the PII detectors it turns on."""
+    """A loaded pack: its identity and its rules, compiled per stage."""
 
     name: str
     version: str
     description: str
     rules: tuple[Rule, ...]
-    pii: tuple[str, ...]
+    scanners: dict[Stage, PackScanner] = field(default_factory=dict, compare=False, repr=False)
+
+    def scanner(self, stage: Stage) -> PackScanner:
+        """The compiled scanner of one stage's rules (built at load)."""
+        return self.scanners[stage]
 
     @property
     def policy_version(self) -> str:
@@ -115,9 +209,6 @@ def load_pack(path: Path) -> RulePack:
     version = raw.get("version")
     if isinstance(version, bool) or not isinstance(version, (int, str)) or not str(version).strip():
         raise RulePackError(path, "version", "must be a non-empty string or number")
-    pii = raw.get("pii", [])
-    if not isinstance(pii, list) or any(p not in PII_DETECTORS for p in pii):
-        raise RulePackError(path, "pii", f"must be a list of detector names from {sorted(PII_DETECTORS)}")
     rules_raw = raw.get("rules")
     if not isinstance(rules_raw, list) or not rules_raw:
         raise RulePackError(path, "rules", "must be a non-empty list")
@@ -134,7 +225,7 @@ def load_pack(path: Path) -> RulePack:
         version=str(version).strip(),
         description=str(raw.get("description", "")),
         rules=tuple(rules),
-        pii=tuple(pii),
+        scanners={stage: PackScanner(tuple(r for r in rules if stage in r.stages)) for stage in Stage},
     )
 
 
@@ -204,6 +295,7 @@ def _compile_rule(path: Path, index: int, raw: Any) -> Rule:
             raise RulePackError(path, where, f"keywords[{k}] is empty after normalisation")
         keywords.append(folded)
     matchers: list[re.Pattern[str]] = [_keyword_regex(keywords)] if keywords else []
+    patterns: list[re.Pattern[str]] = []
     for p, pattern in enumerate(patterns_raw):
         if not isinstance(pattern, str) or not pattern:
             raise RulePackError(path, where, f"patterns[{p}] must be a non-empty string")
@@ -217,6 +309,7 @@ def _compile_rule(path: Path, index: int, raw: Any) -> Rule:
         if compiled.fullmatch("") is not None:
             raise RulePackError(path, where, f"patterns[{p}] matches the empty string")
         matchers.append(compiled)
+        patterns.append(compiled)
     return Rule(
         rule_id=rule_id,
         category=raw["category"].strip(),
@@ -227,4 +320,6 @@ def _compile_rule(path: Path, index: int, raw: Any) -> Rule:
         description=" ".join(raw["description"].split()),
         matchers=tuple(matchers),
         longest_keyword=max((len(k) for k in keywords), default=0),
+        keywords=tuple(dict.fromkeys(keywords)),
+        patterns=tuple(patterns),
     )

@@ -28,7 +28,13 @@ class SafetyServicer(pb_grpc.SafetyServiceServicer):
     async def CheckInput(
         self, request: pb.CheckInputRequest, context: grpc.aio.ServicerContext
     ) -> pb.CheckInputResponse:
-        verdict = self._core.check_input(request.tenant_id, request.policy, request.text)
+        verdict = self._core.check_input(
+            request.tenant_id,
+            request.policy,
+            request.text,
+            request_id=request.request_id,
+            bundle_id=request.bundle_id,
+        )
         return pb.CheckInputResponse(verdict=verdict_to_pb(verdict))
 
     async def CheckOutput(
@@ -39,15 +45,16 @@ class SafetyServicer(pb_grpc.SafetyServiceServicer):
             yield output_result_to_pb(result)
 
     async def Redact(self, request: pb.RedactRequest, context: grpc.aio.ServicerContext) -> pb.RedactResponse:
-        redacted, entities = self._core.redact(request.text)
+        redacted, entities = self._core.redact(request.text, request.tenant_id, request.policy, request.mode)
         return pb.RedactResponse(redacted_text=redacted, entities=[entity_to_pb(e) for e in entities])
 
     async def ListRules(
         self, request: pb.ListRulesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListRulesResponse:
+        policy = self._core.policy(request.tenant_id, request.policy)
         return pb.ListRulesResponse(
-            pack_version=self._core.pack_version,
-            rules=[rule_info_to_pb(r) for r in self._core.list_rules()],
+            pack_version=policy.version,
+            rules=[rule_info_to_pb(r) for r in self._core.list_rules(request.tenant_id, request.policy)],
         )
 
 

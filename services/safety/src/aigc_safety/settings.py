@@ -3,22 +3,51 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import SettingsConfigDict
 
-from aigc_common.settings import ServiceSettings
+from aigc_common.kafka import Topics
+from aigc_common.settings import KafkaSettings, ServiceSettings
+from aigc_safety.policy import default_packs_dir, default_policies_dir
+
+
+class AuditSettings(BaseModel):
+    """Where audit records of non-allow verdicts go."""
+
+    sink: Literal["log", "kafka"] = Field(
+        "log",
+        description="kafka publishes SafetyAudited events on the audit topic; log writes one line each.",
+    )
+    topic: str = Field(Topics.safety_audit, description="Kafka topic of audit records.")
 
 
 class SafetySettings(ServiceSettings):
-    """The safety service: which rule pack is the policy, and the streaming hold-back window."""
+    """The safety service: packs and policies, the classifier, the streaming window, audit."""
 
     model_config = SettingsConfigDict(env_prefix="AIGC_SAFETY_", env_nested_delimiter="__", extra="ignore")
 
-    rule_pack: Path | None = Field(
-        None,
-        description="YAML rule pack to load; unset means packs/default.yaml shipped in the package. "
-        "Its name is the policy name callers pass.",
+    packs_dir: Path = Field(
+        default_factory=default_packs_dir,
+        description="Folder of rule pack files (<name>.yaml); unset means the packs shipped in the package.",
+    )
+    policies_dir: Path = Field(
+        default_factory=default_policies_dir,
+        description="Folder of policy files (<name>.yaml); unset means the policies shipped in the package.",
+    )
+    default_policy: str = Field("default", description="Policy for tenants without one of their own.")
+    tenant_policies: dict[str, str] = Field(
+        default_factory=dict, description="Tenant id to policy name (JSON in the environment)."
+    )
+    reload_interval_seconds: float = Field(
+        2.0, ge=0, description="How often pack and policy files are re-read for hot reload; 0 turns it off."
+    )
+    classifier_path: Path | None = Field(
+        None, description="Classifier artifact; unset means the one shipped in the package."
+    )
+    classifier_enabled: bool = Field(
+        True, description="Load the classifier at all (policies may still turn it off)."
     )
     holdback_chars: int = Field(
         16,
@@ -29,4 +58,8 @@ class SafetySettings(ServiceSettings):
     )
     max_text_chars: int = Field(
         100_000, ge=1, description="Longest text CheckInput and Redact accept; longer is INVALID_ARGUMENT."
+    )
+    audit: AuditSettings = Field(default_factory=AuditSettings, description="Audit records.")
+    kafka: KafkaSettings = Field(
+        default_factory=KafkaSettings, description="Kafka, when audit.sink is kafka."
     )

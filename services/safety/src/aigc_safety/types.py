@@ -42,11 +42,14 @@ class Verdict:
     hits: tuple[RuleHit, ...] = ()
     redacted_text: str = ""
     message: str = ""
+    # Placeholders the policy lets the caller restore in the answer (spans into the checked text).
+    entities: tuple[PiiEntity, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class PiiEntity:
-    """One piece of personal data found by :meth:`SafetyCore.redact`."""
+    """One piece of personal data: its detector type, its span in the original text, and the
+    placeholder (``[CN_MOBILE_1]``) or mask (``138****8000``) that replaced it."""
 
     type: str
     span: tuple[int, int]
@@ -71,6 +74,8 @@ class OutputOpen:
     tenant_id: str
     policy: str = ""
     request_id: str = ""
+    reasoning: bool = False
+    bundle_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from aigc.cache.v1 import cache_pb2, cache_pb2_grpc
 from aigc.inference.v1 import inference_pb2, inference_pb2_grpc
 from aigc.prompt.v1 import prompt_pb2, prompt_pb2_grpc
 from aigc.safety.v1 import safety_pb2, safety_pb2_grpc
-from aigc_cache.convert import partition_to_pb
+from aigc_cache.convert import lookup_response_from_pb, partition_to_pb
 from aigc_cache.core import CachedAnswer, Partition
 from aigc_common.convert import (
     finish_from_pb,
@@ -20,6 +20,7 @@ from aigc_common.convert import (
     usage_from_pb,
     usage_to_pb,
 )
+from aigc_common.errors import Unavailable
 from aigc_common.interceptors import error_from_rpc
 from aigc_common.types import (
     ChatMessage,
@@ -62,15 +63,78 @@ class GrpcPrompt:
         return rendered_from_pb(template_id, r)
 
 
+class GrpcOutputCheck:
+    """One CheckOutput stream: the service answers every message with one response, so each feed
+    is a send and a receive on the open stream (no new call per delta)."""
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+        self._violation: Verdict | None = None
+
+    @property
+    def violation(self) -> Verdict | None:
+        return self._violation
+
+    async def _exchange(self, request: safety_pb2.CheckOutputRequest) -> str:
+        if self._violation is not None:
+            return ""
+        try:
+            await self._call.write(request)
+            response = await self._call.read()
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc, "safety") from None
+        if response is grpc.aio.EOF:
+            raise Unavailable("the safety service closed the output check early")
+        if response.WhichOneof("event") == "violation":
+            self._violation = verdict_from_pb(response.violation)
+            return ""
+        return str(response.released)
+
+    async def feed(self, text: str) -> str:
+        return await self._exchange(safety_pb2.CheckOutputRequest(delta=text))
+
+    async def finish(self) -> str:
+        released = await self._exchange(safety_pb2.CheckOutputRequest(end=True))
+        await self.close()
+        return released
+
+    async def close(self) -> None:
+        self._call.cancel()
+
+
 class GrpcSafety:
     def __init__(self, channel: grpc.aio.Channel, timeout: float) -> None:
         self._stub = safety_pb2_grpc.SafetyServiceStub(channel)
         self._timeout = timeout
 
-    async def check_input(self, tenant_id: str, policy: str, text: str) -> Verdict:
-        request = safety_pb2.CheckInputRequest(tenant_id=tenant_id, policy=policy, text=text)
+    async def check_input(
+        self, tenant_id: str, policy: str, text: str, *, request_id: str = "", bundle_id: str = ""
+    ) -> Verdict:
+        request = safety_pb2.CheckInputRequest(
+            tenant_id=tenant_id, policy=policy, text=text, request_id=request_id, bundle_id=bundle_id
+        )
         r = await _call("safety", lambda: self._stub.CheckInput(request, timeout=self._timeout))
         return verdict_from_pb(r.verdict)
+
+    async def open_output(
+        self,
+        tenant_id: str,
+        policy: str,
+        *,
+        request_id: str = "",
+        bundle_id: str = "",
+        reasoning: bool = False,
+    ) -> GrpcOutputCheck:
+        check = GrpcOutputCheck(self._stub.CheckOutput())
+        opened = safety_pb2.OutputCheckOpen(
+            tenant_id=tenant_id,
+            policy=policy,
+            request_id=request_id,
+            reasoning=reasoning,
+            bundle_id=bundle_id,
+        )
+        await check._exchange(safety_pb2.CheckOutputRequest(open=opened))
+        return check
 
 
 class GrpcCache:
@@ -79,15 +143,21 @@ class GrpcCache:
         self._timeout = timeout
 
     async def lookup(
-        self, partition: Partition, messages: tuple[ChatMessage, ...], sampling: SamplingParams
+        self,
+        partition: Partition,
+        messages: tuple[ChatMessage, ...],
+        sampling: SamplingParams,
+        *,
+        semantic_threshold: float = 0.0,
     ) -> CachedAnswer | None:
         request = cache_pb2.LookupRequest(
             partition=partition_to_pb(partition),
             messages=messages_to_pb(messages),
             sampling=sampling_to_pb(sampling),
+            semantic_threshold=semantic_threshold,
         )
         r = await _call("cache", lambda: self._stub.Lookup(request, timeout=self._timeout))
-        return CachedAnswer(r.answer, usage_from_pb(r.usage)) if r.hit else None
+        return lookup_response_from_pb(r)
 
     async def store(
         self,
@@ -121,7 +191,8 @@ class GrpcInference:
                 json_schema=request.json_schema,
                 tenant_id=request.tenant_id,
                 logprobs=request.logprobs,
-            )
+            ),
+            timeout=request.timeout_seconds,
         )
         try:
             async for r in call:

@@ -1,0 +1,441 @@
+"""A small bilingual (zh/en) safety classifier the project trains itself: n-gram counts and a
+linear model, scored without sklearn.
+
+Rules catch the phrases someone thought of; this model catches paraphrases of them. It runs on
+every input, so the artifact is a weight table and scoring is a handful of C-level operations.
+
+**Features** of a normalised text (:func:`text_features`): every character n-gram of order 1 to 4
+(Chinese has no spaces to split words on, and English gets prefixes, suffixes and misspellings
+for free), every Latin word and every pair of adjacent Latin words ("make a" + "a bomb").
+
+**Score**: ``sigmoid(bias + language_offset + sum(weight of each feature occurrence) / sqrt(number
+of feature occurrences))``. Dividing by the square root of the length keeps a long benign document
+from adding up to "unsafe" by sheer length. Occurrences the vocabulary does not know still count
+in the divisor, so pruning the vocabulary does not change the scale of the rest. The language
+offset gives Chinese and English their own operating point at the one shared threshold.
+
+**Two ways to compute the same sum.** Short texts, most of the traffic, go through plain ``dict``
+look-ups of n-gram strings (numpy's per-call overhead would dominate there). Long texts go through
+numpy: every character n-gram is hashed to 64 bits with a rolling hash over the code points, and
+looked up in two cuckoo tables of the vocabulary's hashes. Both give the same features (a 64-bit
+hash is compared whole, so a false match has probability about 2**-64 per n-gram) and the same
+score up to float rounding in the order of summation (about 1e-15). Without numpy every text
+takes the first way.
+
+**Category.** A second linear head over the same features names the most likely unsafe category.
+It is only computed for texts that score at least ``category_min_score`` (0.25 in the shipped
+artifact, half the default threshold): for clearly benign texts the answer would be meaningless,
+and skipping it keeps the common case fast.
+
+The artifact is gzip-compressed JSON written by ``services/safety/training/train_classifier.py``,
+which builds its training matrix with :func:`text_features` from this module, so training and
+serving cannot disagree on what a feature is.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import math
+import re
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from itertools import chain, repeat
+from operator import add
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aigc_common.errors import ConfigError
+
+try:  # numpy speeds up long texts only; the pure-Python path gives the same scores without it
+    import numpy
+except ImportError:  # pragma: no cover - numpy is installed with the inference stack
+    numpy = None  # type: ignore[assignment]
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+ARTIFACT_FORMAT = "aigc-safety-ngram-lr"
+"""The ``format`` field every artifact carries; anything else is refused at load."""
+FORMAT_VERSION = 1
+"""Bumped whenever the artifact layout or the meaning of :func:`text_features` changes."""
+MODEL_FAMILY = "ngram-lr-1"
+"""First part of :attr:`SafetyClassifier.version`; the rest is a hash of the artifact bytes."""
+DEFAULT_ARTIFACT = "classifier-v1.json.gz"
+"""File name of the artifact shipped in ``aigc_safety/models/``."""
+
+MAX_CHAR_ORDER = 4
+"""Longest character n-gram (``_char_grams`` unrolls its loop to this order)."""
+WORD_PREFIX = "\x00"
+"""Marks word features. Normalised text never contains control characters, so a word feature
+cannot collide with a character n-gram made of the same letters."""
+LANGUAGES = ("zh", "en")
+"""Languages with their own offset; see :func:`detect_language`."""
+VECTOR_MIN_CHARS = 64
+"""Texts at least this long take the numpy path: below it numpy's fixed per-call cost is larger
+than what vectorising saves (measured on the development machine; only speed depends on it)."""
+
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_CJK = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+
+_MASK64 = (1 << 64) - 1
+_HASH_MULTIPLIER = 0x100000001B3  # FNV-1 64-bit prime: odd, so the rolling hash is invertible
+_ORDER_TAGS = (0, 0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5)
+
+
+def text_features(normalized_text: str) -> list[str]:
+    """Every feature occurrence of an already normalised text, with repeats: character 1- to
+    4-grams, then Latin words and adjacent word pairs marked with :data:`WORD_PREFIX`. The model
+    weighs each occurrence, and the number of occurrences is the score's divisor. Training builds
+    its matrix from this; scoring computes the same thing without materialising the list."""
+    text = normalized_text
+    words = _WORD.findall(text)
+    return [
+        *chain(*_char_grams(text)),
+        *(WORD_PREFIX + w for w in words),
+        *(WORD_PREFIX + p for p in _word_pairs(words)),
+    ]
+
+
+def _char_grams(text: str) -> tuple[str, list[str], list[str], list[str]]:
+    """The text's character 1- to 4-grams, one sequence per order (the text itself is the
+    1-grams). ``map`` over the string and its shifted copies keeps the loops in C: this is the hot
+    path of every check."""
+    bigrams = list(map(add, text, text[1:]))
+    trigrams = list(map(add, bigrams, text[2:]))
+    return text, bigrams, trigrams, list(map(add, trigrams, text[3:]))
+
+
+def _word_pairs(words: list[str]) -> list[str]:
+    return list(map(add, map(add, words, repeat(" ")), words[1:]))
+
+
+def _occurrences(length: int, words: int) -> int:
+    """How many features :func:`text_features` yields for a text of ``length`` characters and
+    ``words`` Latin words: 1- to 4-grams number 4 * length - 6 once the text has 3 characters."""
+    chars = 4 * length - 6 if length >= 3 else (0, 1, 3)[length]
+    return chars + words + max(0, words - 1)
+
+
+def detect_language(normalized_text: str) -> str:
+    """``"zh"`` when the text has a CJK character and at least as many non-ASCII characters as
+    Latin words, else ``"en"``. It only chooses which language offset applies."""
+    return _language(normalized_text, len(_WORD.findall(normalized_text)))
+
+
+def _language(text: str, word_count: int) -> str:
+    if _CJK.search(text) is None:
+        return "en"
+    non_ascii = len(text) - len(text.encode("ascii", "ignore"))
+    return "zh" if non_ascii >= word_count else "en"
+
+
+def char_gram_hash(gram: str) -> int:
+    """The 64-bit hash of one character n-gram, as the vectorised path computes it over a text:
+    a rolling polynomial over the code points, tagged with the order, then the splitmix64
+    finaliser so that any slice of the bits is well mixed."""
+    h = 0
+    for ch in gram:
+        h = (h * _HASH_MULTIPLIER + ord(ch)) & _MASK64
+    return _mix(h ^ _ORDER_TAGS[len(gram)])
+
+
+def _mix(z: int) -> int:
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def _sigmoid(z: float) -> float:
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1.0 + e)
+
+
+@dataclass(frozen=True, slots=True)
+class ClassifierScore:
+    """What the classifier says about one text."""
+
+    unsafe: float
+    """Probability-like score in [0, 1]; flag the text when it is >= the model's threshold."""
+    category: str
+    """Most likely unsafe category, one of :attr:`SafetyClassifier.categories`; "" when the model
+    has no category head or the score is below its ``category_min_score`` (clearly benign)."""
+
+
+class _VectorTables:
+    """The vocabulary's character n-grams as two cuckoo hash tables of 64-bit hashes, plus the
+    weights in numpy arrays: the long-text path. Built once at load, read-only afterwards."""
+
+    def __init__(self, np: Any, char_features: Sequence[tuple[str, int]], weights: Sequence[float]) -> None:
+        self.np = np
+        keys = [char_gram_hash(gram) for gram, _ in char_features]
+        if len(set(keys)) != len(keys) or 0 in keys:
+            raise ValueError("two vocabulary n-grams share a 64-bit hash")
+        size = 1 << max(4, (2 * len(keys) - 1).bit_length())
+        while True:
+            placed = _cuckoo_place(keys, size)
+            if placed is not None:
+                break
+            size *= 2
+        self.mask = size - 1
+        table_keys = [[0] * size, [0] * size]
+        table_index = [[-1] * size, [-1] * size]
+        for (table, slot), key, (_, index) in zip(placed, keys, char_features, strict=True):
+            table_keys[table][slot] = key
+            table_index[table][slot] = index
+        self.keys = [np.array(k, dtype=np.uint64) for k in table_keys]
+        self.index = [np.array(i, dtype=np.int64) for i in table_index]
+        self.weights = np.array(weights, dtype=np.float64)
+        self.multiplier = np.uint64(_HASH_MULTIPLIER)
+        self.tags = [np.uint64(t) for t in _ORDER_TAGS]
+
+    def char_indices(self, text: str) -> npt.NDArray[Any]:
+        """Vocabulary indices of every character n-gram occurrence in ``text`` that the model knows."""
+        np = self.np
+        codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.uint64)
+        length = len(codes)
+        z = np.empty(max(0, 4 * length - 6), dtype=np.uint64)
+        z[:length] = codes
+        z[:length] ^= self.tags[1]
+        rolling, start = codes, length
+        for order in range(2, MAX_CHAR_ORDER + 1):
+            rolling = rolling[:-1] * self.multiplier + codes[order - 1 :]
+            end = start + len(rolling)
+            z[start:end] = rolling
+            z[start:end] ^= self.tags[order]
+            start = end
+        # splitmix64 finaliser, in place (see char_gram_hash)
+        z ^= z >> np.uint64(30)
+        z *= np.uint64(0xBF58476D1CE4E5B9)
+        z ^= z >> np.uint64(27)
+        z *= np.uint64(0x94D049BB133111EB)
+        z ^= z >> np.uint64(31)
+        mask = np.uint64(self.mask)
+        slot1 = (z & mask).astype(np.intp)
+        slot2 = ((z >> np.uint64(32)) & mask).astype(np.intp)
+        hit1 = slot1[self.keys[0][slot1] == z]
+        hit2 = slot2[self.keys[1][slot2] == z]
+        return np.concatenate((self.index[0][hit1], self.index[1][hit2]))
+
+
+def _cuckoo_place(keys: Sequence[int], size: int) -> list[tuple[int, int]] | None:
+    """(table, slot) for every key in two tables of ``size`` slots (slot from the low and from the
+    high 32 bits of the hash), or None when the tables are too small."""
+    mask = size - 1
+    occupant: list[list[int]] = [[-1] * size, [-1] * size]
+    where: list[tuple[int, int]] = [(0, 0)] * len(keys)
+    for start in range(len(keys)):
+        key_index, table = start, 0
+        for _ in range(64):
+            key = keys[key_index]
+            slot = key & mask if table == 0 else (key >> 32) & mask
+            evicted = occupant[table][slot]
+            occupant[table][slot] = key_index
+            where[key_index] = (table, slot)
+            if evicted < 0:
+                break
+            key_index, table = evicted, 1 - table
+        else:
+            return None
+    return where
+
+
+class SafetyClassifier:
+    """A trained n-gram linear model: an unsafe score and the most likely unsafe category.
+
+    Immutable after construction and free of I/O, so one instance serves every request and
+    thread. Build it with :meth:`load`.
+    """
+
+    __slots__ = (
+        "_bias",
+        "_category_bias",
+        "_category_bias_vector",
+        "_category_matrix",
+        "_category_rows",
+        "_char_index",
+        "_char_weight",
+        "_offsets",
+        "_vector",
+        "_word_index",
+        "_word_weight",
+        "categories",
+        "category_min_score",
+        "threshold",
+        "version",
+    )
+
+    def __init__(
+        self,
+        *,
+        features: Sequence[str],
+        weights: Sequence[float],
+        bias: float,
+        language_offsets: Mapping[str, float],
+        threshold: float,
+        categories: Sequence[str] = (),
+        category_bias: Sequence[float] = (),
+        category_weights: Sequence[tuple[int, int, float]] = (),
+        category_min_score: float = 0.0,
+        version: str = MODEL_FAMILY,
+        use_numpy: bool = True,
+    ) -> None:
+        """``features`` are as :func:`text_features` yields them; ``category_weights`` holds
+        (feature index, category index, weight) triples, zeros left out. ``use_numpy=False``
+        forces the pure-Python path for every length (tests compare the two)."""
+        if len(features) != len(weights):
+            raise ValueError("features and weights differ in length")
+        if len(set(features)) != len(features):
+            raise ValueError("duplicate features")
+        if len(category_bias) != len(categories):
+            raise ValueError("categories and category_bias differ in length")
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), not {threshold}")
+        # Word features live in their own tables without the prefix, so scoring never has to
+        # build prefixed strings; "how to" (a pair) and "how" (a word) cannot collide there.
+        self._char_weight: dict[str, float] = {}
+        self._char_index: dict[str, int] = {}
+        self._word_weight: dict[str, float] = {}
+        self._word_index: dict[str, int] = {}
+        for i, (feature, weight) in enumerate(zip(features, weights, strict=True)):
+            if feature.startswith(WORD_PREFIX):
+                self._word_weight[feature[1:]] = float(weight)
+                self._word_index[feature[1:]] = i
+            else:
+                self._char_weight[feature] = float(weight)
+                self._char_index[feature] = i
+        self._bias = float(bias)
+        self._offsets = {lang: float(language_offsets.get(lang, 0.0)) for lang in LANGUAGES}
+        self.threshold: float = float(threshold)
+        """Default decision threshold on :attr:`ClassifierScore.unsafe`, chosen by cross-validation
+        on the training data; the language offsets put both languages' operating points on it."""
+        self.categories: tuple[str, ...] = tuple(categories)
+        """Names the category head can return."""
+        self._category_bias = [float(b) for b in category_bias]
+        self.category_min_score: float = float(category_min_score)
+        """Scores below this get no category (""): the head's answer would be meaningless for a
+        clearly benign text, and skipping it keeps the common case fast. A policy that flags at a
+        lower threshold than this gets no category name for the texts in between."""
+        rows: dict[int, list[tuple[int, float]]] = {}
+        for feature_index, category_index, weight in category_weights:
+            if not 0 <= category_index < len(self.categories) or not 0 <= feature_index < len(features):
+                raise ValueError("category weight index out of range")
+            rows.setdefault(int(feature_index), []).append((int(category_index), float(weight)))
+        self._category_rows = {i: tuple(pairs) for i, pairs in rows.items()}
+        self._vector: _VectorTables | None = None
+        self._category_matrix: Any = None
+        self._category_bias_vector: Any = None
+        if use_numpy and numpy is not None:
+            self._vector = _VectorTables(numpy, list(self._char_index.items()), weights)
+            matrix = numpy.zeros((len(features), max(1, len(self.categories))), dtype=numpy.float64)
+            for feature_index, pairs in self._category_rows.items():
+                for category_index, weight in pairs:
+                    matrix[feature_index, category_index] = weight
+            self._category_matrix = matrix
+            self._category_bias_vector = numpy.array(self._category_bias, dtype=numpy.float64)
+        self.version: str = version
+        """``ngram-lr-1+<hash>``: names the exact artifact in verdicts, cache keys and audit records."""
+
+    @classmethod
+    def load(cls, path: Path | None = None, *, use_numpy: bool = True) -> SafetyClassifier:
+        """Loads an artifact written by the training script; ``None`` loads the one shipped in the
+        package. Reads only the local file, never the network. A missing, unreadable or malformed
+        file raises :class:`ConfigError` naming the path, so a bad deployment fails at start-up.
+        ``use_numpy=False`` keeps every text on the pure-Python path (tests compare the two)."""
+        path = path if path is not None else default_artifact_path()
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(
+                f"safety classifier {path}: cannot read the file ({exc.strerror or exc})"
+            ) from exc
+        try:
+            document = json.loads(gzip.decompress(raw).decode("utf-8"))
+        except (OSError, EOFError, zlib.error, UnicodeDecodeError, ValueError) as exc:
+            raise ConfigError(
+                f"safety classifier {path}: not a gzip-compressed JSON artifact ({exc})"
+            ) from exc
+        try:
+            version = f"{MODEL_FAMILY}+{hashlib.sha256(raw).hexdigest()[:12]}"
+            return cls._from_document(document, version=version, use_numpy=use_numpy)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ConfigError(f"safety classifier {path}: malformed artifact ({exc!r})") from exc
+
+    @classmethod
+    def _from_document(cls, document: Any, *, version: str, use_numpy: bool) -> SafetyClassifier:
+        if not isinstance(document, dict) or document.get("format") != ARTIFACT_FORMAT:
+            raise ValueError(f"format is not {ARTIFACT_FORMAT!r}")
+        if document.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"format_version is {document.get('format_version')!r}, this code reads {FORMAT_VERSION}"
+            )
+        head = document["category_head"]
+        triples = zip(head["feature_index"], head["category_index"], head["weight"], strict=True)
+        return cls(
+            features=[str(f) for f in document["features"]],
+            weights=[float(w) for w in document["weights"]],
+            bias=float(document["bias"]),
+            language_offsets={str(k): float(v) for k, v in document["language_offsets"].items()},
+            threshold=float(document["threshold"]),
+            categories=[str(c) for c in head["categories"]],
+            category_bias=[float(b) for b in head["bias"]],
+            category_weights=[(int(f), int(c), float(w)) for f, c, w in triples],
+            category_min_score=float(head["min_score"]),
+            version=version,
+            use_numpy=use_numpy,
+        )
+
+    def score(self, normalized_text: str) -> ClassifierScore:
+        """Scores one text that the caller has already normalised with
+        :func:`aigc_safety.normalize.normalize`, as the training texts were."""
+        text = normalized_text
+        words = _WORD.findall(text)
+        pairs = _word_pairs(words)
+        occurrences = _occurrences(len(text), len(words))
+        if occurrences == 0:
+            return ClassifierScore(_sigmoid(self._bias + self._offsets["en"]), "")
+        vector = self._vector if len(text) >= VECTOR_MIN_CHARS else None
+        grams: tuple[str, list[str], list[str], list[str]] | None = None
+        char_hits: Any = None
+        if vector is not None:
+            char_hits = vector.char_indices(text)
+            total = float(vector.weights[char_hits].sum())
+        else:
+            grams = _char_grams(text)
+            total = sum(map(self._char_weight.get, chain(*grams), repeat(0.0)))
+        total += sum(map(self._word_weight.get, chain(words, pairs), repeat(0.0)))
+        scale = 1.0 / math.sqrt(occurrences)
+        unsafe = _sigmoid(self._bias + self._offsets[_language(text, len(words))] + scale * total)
+        if not self.categories or unsafe < self.category_min_score:
+            return ClassifierScore(unsafe, "")
+        # Only texts that may be flagged get this far, so the second pass is off the common path.
+        if grams is not None:
+            char_ids = list(map(self._char_index.get, chain(*grams), repeat(-1)))
+        else:
+            char_ids = char_hits
+        word_ids = list(map(self._word_index.get, chain(words, pairs), repeat(-1)))
+        return ClassifierScore(unsafe, self._category_of(char_ids, word_ids, scale))
+
+    def _category_of(self, char_ids: Any, word_ids: list[int], scale: float) -> str:
+        """Arg-max of the category head over the vocabulary indices of the feature occurrences
+        (-1: not in the vocabulary); ``char_ids`` is a list or, from the numpy path, an array."""
+        if self._category_matrix is not None:
+            np = numpy
+            known = np.concatenate((np.asarray(char_ids, dtype=np.intp), np.array(word_ids, dtype=np.intp)))
+            sums = self._category_matrix[known[known >= 0]].sum(axis=0)
+            return self.categories[int(np.argmax(self._category_bias_vector + scale * sums))]
+        sums = [0.0] * len(self.categories)
+        for i in chain(char_ids, word_ids):
+            for category_index, weight in self._category_rows.get(i, ()):
+                sums[category_index] += weight
+        scores = [b + scale * s for b, s in zip(self._category_bias, sums, strict=True)]
+        return self.categories[max(range(len(scores)), key=scores.__getitem__)]
+
+
+def default_artifact_path() -> Path:
+    """The artifact shipped inside this package (``aigc_safety/models/``)."""
+    return Path(__file__).resolve().parent / "models" / DEFAULT_ARTIFACT

@@ -1,0 +1,230 @@
+"""``aigc safety eval``: precision, recall, F1 and false-positive rate of input checks on labelled
+JSON lines, overall and per language, category and tier, with latency per check.
+
+A line is ``{"text", "label": "safe" | "unsafe", "category"?, "lang"?, "tier"?}``. A check counts as
+flagging the line when its verdict blocks or sends it to review; redaction of personal data is not
+a safety finding. Checks run one after another on one thread, as one core serves them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aigc_common.errors import InvalidArgument
+from aigc_safety.types import Action, Verdict
+
+FLAGGED = frozenset({Action.BLOCK, Action.REVIEW})
+
+
+@dataclass(frozen=True, slots=True)
+class LabelledText:
+    """One line of an evaluation file."""
+
+    text: str
+    unsafe: bool
+    category: str
+    lang: str
+    tier: str
+
+
+def load_dataset(path: Path) -> list[LabelledText]:
+    """Reads JSON lines; a bad line raises InvalidArgument naming the file, line and field."""
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path} line {number}"
+            try:
+                raw = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InvalidArgument(f"{where}: not JSON ({exc.msg})", field="dataset") from None
+            if not isinstance(raw, dict) or not isinstance(raw.get("text"), str):
+                raise InvalidArgument(f"{where}: needs a string `text`", field="dataset")
+            label = raw.get("label")
+            if label not in ("safe", "unsafe"):
+                raise InvalidArgument(
+                    f"{where}: `label` must be safe or unsafe, got {label!r}", field="dataset"
+                )
+            rows.append(
+                LabelledText(
+                    raw["text"],
+                    label == "unsafe",
+                    str(raw.get("category") or "unknown"),
+                    str(raw.get("lang") or "unknown"),
+                    str(raw.get("tier") or "unknown"),
+                )
+            )
+    if not rows:
+        raise InvalidArgument(f"{path}: no lines to evaluate", field="dataset")
+    return rows
+
+
+def _ratio(num: int, den: int) -> float | None:
+    return round(num / den, 4) if den else None
+
+
+def group_figures(pairs: Sequence[tuple[bool, bool]]) -> dict[str, Any]:
+    """``pairs`` of (gold unsafe, flagged). Figures that divide by zero are null."""
+    tp = sum(1 for gold, got in pairs if gold and got)
+    fp = sum(1 for gold, got in pairs if not gold and got)
+    fn = sum(1 for gold, got in pairs if gold and not got)
+    tn = sum(1 for gold, got in pairs if not gold and not got)
+    precision = _ratio(tp, tp + fp)
+    recall = _ratio(tp, tp + fn)
+    f1 = (
+        round(2 * precision * recall / (precision + recall), 4)
+        if precision is not None and recall is not None and precision + recall > 0
+        else None
+    )
+    return {
+        "n": len(pairs),
+        "unsafe": tp + fn,
+        "safe": fp + tn,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "false_positive_rate": _ratio(fp, fp + tn),
+    }
+
+
+def _percentile(sorted_values: Sequence[float], q: float) -> float:
+    index = min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))
+    return sorted_values[index]
+
+
+def evaluate(
+    rows: Sequence[LabelledText],
+    check: Callable[[str], Verdict],
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Runs ``check`` on every line and returns the report (the JSON the command prints)."""
+    results: list[tuple[LabelledText, bool]] = []
+    latencies: list[float] = []
+    for i, row in enumerate(rows, start=1):
+        start = time.perf_counter()
+        verdict = check(row.text)
+        latencies.append(time.perf_counter() - start)
+        results.append((row, verdict.action in FLAGGED))
+        if progress is not None and (i % 500 == 0 or i == len(rows)):
+            progress(i, len(rows))
+
+    def grouped(key: Callable[[LabelledText], str]) -> dict[str, dict[str, Any]]:
+        groups: dict[str, list[tuple[bool, bool]]] = {}
+        for row, flagged in results:
+            groups.setdefault(key(row), []).append((row.unsafe, flagged))
+        return {name: group_figures(pairs) for name, pairs in sorted(groups.items())}
+
+    ordered = sorted(latencies)
+    return {
+        "n": len(rows),
+        "overall": group_figures([(row.unsafe, flagged) for row, flagged in results]),
+        "by_lang": grouped(lambda r: r.lang),
+        "by_category": grouped(lambda r: r.category),
+        "by_tier": grouped(lambda r: r.tier),
+        "latency_ms": {
+            "p50": round(_percentile(ordered, 0.50) * 1000, 4),
+            "p99": round(_percentile(ordered, 0.99) * 1000, 4),
+        },
+        "checks_per_second": round(len(rows) / sum(latencies), 1) if sum(latencies) else None,
+    }
+
+
+def _fmt(value: float | None) -> str:
+    return "    -" if value is None else f"{value:5.3f}"
+
+
+def format_report(report: dict[str, Any], title: str = "") -> str:
+    """The report as aligned text tables."""
+    lines = [title] if title else []
+    header = f"{'group':<28} {'n':>5} {'unsafe':>6} {'prec':>5} {'recall':>6} {'f1':>5} {'fpr':>5}"
+
+    def table(name: str, groups: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        lines.append("")
+        lines.append(f"{name}")
+        lines.append(header)
+        for group, g in groups:
+            lines.append(
+                f"{group:<28} {g['n']:>5} {g['unsafe']:>6} {_fmt(g['precision'])} {_fmt(g['recall']):>6} "
+                f"{_fmt(g['f1'])} {_fmt(g['false_positive_rate'])}"
+            )
+
+    table("overall", [("all", report["overall"])])
+    table("by language", report["by_lang"].items())
+    table("by tier", report["by_tier"].items())
+    table("by category", report["by_category"].items())
+    lat = report["latency_ms"]
+    lines.append("")
+    lines.append(
+        f"latency per check: p50 {lat['p50']:.3f} ms, p99 {lat['p99']:.3f} ms; "
+        f"{report['checks_per_second']} checks/s on one thread"
+    )
+    return "\n".join(lines)
+
+
+def progress_to_stderr(done: int, total: int) -> None:
+    print(f"[safety eval] {done}/{total} checked", file=sys.stderr, flush=True)
+
+
+class _DiscardAudit:
+    """Evaluation checks are not requests: their verdicts are not audit records."""
+
+    def record(self, record: object) -> None:
+        return None
+
+
+def run(dataset: Path, policy: str = "", output_format: str = "text") -> int:
+    """The command: builds the safety core from ``AIGC_SAFETY_*`` settings (packs, policies,
+    classifier) in this process, evaluates, prints. Returns the exit code."""
+    from prometheus_client import CollectorRegistry
+
+    from aigc_common.errors import ConfigError
+    from aigc_common.settings import load_settings
+    from aigc_safety.classifier import SafetyClassifier
+    from aigc_safety.core import SafetyCore
+    from aigc_safety.metrics import SafetyMetrics
+    from aigc_safety.policy import PolicyStore
+    from aigc_safety.settings import SafetySettings
+
+    try:
+        settings = load_settings(SafetySettings)
+        core = SafetyCore(
+            PolicyStore(settings.packs_dir, settings.policies_dir),
+            SafetyMetrics(CollectorRegistry()),
+            classifier=SafetyClassifier.load(settings.classifier_path)
+            if settings.classifier_enabled
+            else None,
+            audit=_DiscardAudit(),
+            default_policy=settings.default_policy,
+            max_text_chars=settings.max_text_chars,
+        )
+        chosen = core.policy("", policy)
+        rows = load_dataset(dataset)
+    except (ConfigError, InvalidArgument, OSError) as exc:
+        print(f"aigc safety eval: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"[safety eval] {len(rows)} lines from {dataset}, policy {chosen.version}, "
+        f"classifier {core.classifier_version or 'off'}",
+        file=sys.stderr,
+    )
+    # Warm up once so the first line's latency does not include lazy initialisation.
+    core.check_input("eval", chosen.name, "warm up")
+    report = evaluate(
+        rows, lambda text: core.check_input("eval", chosen.name, text), progress=progress_to_stderr
+    )
+    report["policy_version"] = chosen.version
+    report["classifier_version"] = core.classifier_version
+    if output_format == "json":
+        print(json.dumps(report, ensure_ascii=False, sort_keys=True))
+    else:
+        print(format_report(report, f"{dataset} under {chosen.version}"))
+    return 0

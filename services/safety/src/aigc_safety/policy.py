@@ -1,0 +1,234 @@
+"""Safety policies: which rule packs, categories, classifier threshold, PII handling and actions
+apply to a tenant's text, as versioned YAML files next to the rule packs.
+
+A policy is what a verdict names (``strict@4``): the operator's decision of what to do about each
+category, separate from the packs that say what each category looks like. Packs and policies
+hot-reload together as one snapshot; a broken file never replaces the good snapshot.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from aigc_common.errors import ConfigError
+from aigc_safety.pii import PII_DETECTORS
+from aigc_safety.rules import RulePack, load_pack
+from aigc_safety.types import Action
+
+log = logging.getLogger(__name__)
+
+# Actions a policy may give a category; "allow" turns the category off.
+CategoryAction = Literal["allow", "redact", "review", "block"]
+
+
+class ClassifierSpec(BaseModel):
+    """How the trained classifier takes part in input checks."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="Run the classifier on inputs.")
+    threshold: float | None = Field(
+        None, gt=0, lt=1, description="Unsafe score at or above which it fires; unset = the model's own."
+    )
+    action: Literal["review", "block"] = Field(
+        "block", description="Action when it fires, unless the category says otherwise."
+    )
+
+
+class PiiSpec(BaseModel):
+    """Which personal data is found and what happens to it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    types: list[str] = Field(default_factory=list, description="Detector names (see ListRules).")
+    mode: Literal["placeholder", "mask", "off"] = Field(
+        "placeholder",
+        description="placeholder: [CN_MOBILE_1], restorable in the answer; mask: 138****8000; off: detect only.",
+    )
+    restore: bool = Field(False, description="Put the original values back into the answer for the caller.")
+
+    @field_validator("types")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        unknown = [t for t in value if t not in PII_DETECTORS]
+        if unknown:
+            raise ValueError(f"unknown PII detector {unknown[0]!r}; known: {sorted(PII_DETECTORS)}")
+        return value
+
+
+class PolicySpec(BaseModel):
+    """The schema of one policy file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    version: int = Field(ge=1)
+    description: str = ""
+    packs: list[str] = Field(default_factory=lambda: ["default"], min_length=1)
+    categories: dict[str, CategoryAction] = Field(
+        default_factory=dict, description="Category to action, overriding the rules' own; allow turns it off."
+    )
+    classifier: ClassifierSpec = Field(default_factory=ClassifierSpec)
+    pii: PiiSpec = Field(default_factory=PiiSpec)
+    reasoning_policy: str = Field(
+        "", description="Policy that checks hidden chain-of-thought text; empty means this one."
+    )
+    holdback_chars: int | None = Field(
+        None, ge=0, le=4096, description="Streaming hold-back window; unset means the service setting."
+    )
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A loaded policy with its packs resolved."""
+
+    spec: PolicySpec
+    packs: tuple[RulePack, ...]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def version(self) -> str:
+        """What verdicts carry: ``name@version+pack@version...``, so a pack change is a new version."""
+        packs = "+".join(p.policy_version for p in self.packs)
+        return f"{self.spec.name}@{self.spec.version}+{packs}"
+
+    def action_for(self, category: str, default: Action) -> Action | None:
+        """The action for a hit of ``category``; None when the policy turns the category off."""
+        chosen = self.spec.categories.get(category)
+        if chosen is None:
+            return default
+        return None if chosen == "allow" else Action(chosen)
+
+
+@dataclass(frozen=True)
+class PolicySet:
+    """Every loaded pack and policy: one immutable snapshot, swapped whole on reload."""
+
+    packs: dict[str, RulePack]
+    policies: dict[str, Policy]
+
+
+_YAML = re.compile(r"^[a-z0-9][a-z0-9_-]*\.ya?ml$")
+
+
+def default_policies_dir() -> Path:
+    """The policies shipped inside this package."""
+    return Path(__file__).resolve().parent / "policies"
+
+
+def default_packs_dir() -> Path:
+    """The rule packs shipped inside this package."""
+    return Path(__file__).resolve().parent / "packs"
+
+
+def load_policy_file(path: Path) -> PolicySpec:
+    """Reads and validates one policy file; problems raise ConfigError naming file, line or field."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"policy {path}: cannot read the file ({exc.strerror or exc})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"policy {path}{where}: invalid YAML") from None
+    try:
+        spec = PolicySpec.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "file"
+        raise ConfigError(f"policy {path}: field {loc}: {err['msg']}") from None
+    if spec.name != path.stem:
+        raise ConfigError(f"policy {path}: name {spec.name!r} must match the file name {path.stem!r}")
+    return spec
+
+
+def _yaml_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and _YAML.match(p.name))
+
+
+def build_policy_set(packs_dir: Path, policies_dir: Path) -> PolicySet:
+    """Loads every pack and policy; the first broken file raises (start-up is strict)."""
+    for folder, what in ((packs_dir, "packs_dir"), (policies_dir, "policies_dir")):
+        if not folder.is_dir():
+            raise ConfigError(f"{what} {folder} is not a folder; set AIGC_SAFETY_{what.upper()}")
+    packs = {}
+    for path in _yaml_files(packs_dir):
+        pack = load_pack(path)
+        if pack.name != path.stem:
+            raise ConfigError(f"rule pack {path}: name {pack.name!r} must match the file name {path.stem!r}")
+        packs[pack.name] = pack
+    policies = {}
+    for path in _yaml_files(policies_dir):
+        spec = load_policy_file(path)
+        missing = [p for p in spec.packs if p not in packs]
+        if missing:
+            raise ConfigError(f"policy {path}: field packs: no rule pack named {missing[0]!r} in {packs_dir}")
+        policies[spec.name] = Policy(spec, tuple(packs[p] for p in spec.packs))
+    for policy in policies.values():
+        reasoning = policy.spec.reasoning_policy
+        if reasoning and reasoning not in policies:
+            raise ConfigError(
+                f"policy {policies_dir / (policy.name + '.yaml')}: field reasoning_policy: no policy named {reasoning!r}"
+            )
+    if not policies:
+        raise ConfigError(f"no policy files in {policies_dir}")
+    return PolicySet(packs, policies)
+
+
+def _fingerprint(*folders: Path) -> tuple[tuple[str, int, int], ...]:
+    entries = []
+    for folder in folders:
+        for p in _yaml_files(folder):
+            st = p.stat()
+            entries.append((str(p), st.st_mtime_ns, st.st_size))
+    return tuple(entries)
+
+
+class PolicyStore:
+    """Packs and policies with hot reload: ``reload`` re-reads the folders when a file changed and
+    swaps in the new snapshot only if every file is valid; otherwise the error is kept in
+    ``snapshot.errors`` and logged, and the last good snapshot keeps serving."""
+
+    def __init__(self, packs_dir: Path, policies_dir: Path) -> None:
+        self._packs_dir = packs_dir
+        self._policies_dir = policies_dir
+        self._snapshot = build_policy_set(packs_dir, policies_dir)
+        self._print = _fingerprint(packs_dir, policies_dir)
+        self.last_error = ""
+
+    @property
+    def snapshot(self) -> PolicySet:
+        return self._snapshot
+
+    def reload(self) -> bool:
+        """Returns True when a new snapshot was swapped in."""
+        try:
+            fingerprint = _fingerprint(self._packs_dir, self._policies_dir)
+        except OSError:
+            return False  # a file vanished mid-scan; the next pass sees the settled folder
+        if fingerprint == self._print:
+            return False
+        self._print = fingerprint
+        try:
+            fresh = build_policy_set(self._packs_dir, self._policies_dir)
+        except ConfigError as exc:
+            self.last_error = str(exc)
+            log.warning("safety policy reload refused", extra={"fields": {"error": str(exc)}})
+            return False
+        self.last_error = ""
+        self._snapshot = fresh
+        log.info(
+            "safety policies reloaded",
+            extra={"fields": {"policies": sorted(p.version for p in fresh.policies.values())}},
+        )
+        return True
