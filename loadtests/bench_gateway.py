@@ -225,7 +225,9 @@ async def main(args: argparse.Namespace) -> None:
         MemoryStore(), CacheMetrics(registry), key_prefix="b:", default_ttl_seconds=600, max_answer_chars=9999
     )
     engine = FixedTokensEngine()
-    core = InferenceCore(engine, InferenceMetrics(registry), max_queue=256, default_max_tokens=64)
+    core = InferenceCore(
+        engine, InferenceMetrics(registry, runtime.usage_metrics), max_queue=256, default_max_tokens=64
+    )
     wiring = await build_gateway(
         settings,
         runtime,
@@ -238,7 +240,7 @@ async def main(args: argparse.Namespace) -> None:
         "gateway",
         [gateway_binding(wiring.gateway, wiring.directory)],
         GrpcSettings(port=0),
-        RpcMetrics(registry),
+        runtime.rpc_metrics,
     )
     inference = GrpcServer(
         "inference", [inference_binding(core)], GrpcSettings(port=0), RpcMetrics(CollectorRegistry())

@@ -14,7 +14,8 @@ The development and hold-out sets are never read: the script refuses a ``--train
 looks like one of them, and every threshold below comes from cross-validation on the training
 data alone.
 
-Method, all with fixed seeds so that the same data and library versions give the same bytes:
+Method, single-threaded and with fixed seeds, so that the same data and library versions give the
+same bytes (about 50 seconds on one core):
 
 1. Features are :func:`aigc_safety.classifier.text_features` (character 1-4-grams, Latin words and
    word pairs), counted and divided by the square root of the text's number of features: exactly
@@ -22,15 +23,17 @@ Method, all with fixed seeds so that the same data and library versions give the
 2. Binary head: n-grams seen in at least two training texts, scaled by their naive-Bayes log-count
    ratio (NB-LR, Wang & Manning 2012), then an L2 logistic regression with balanced classes. The
    vocabulary is pruned to the ``--max-features`` largest effective weights and the model refitted
-   on what is kept. "soft" lines (labelled unsafe by their source but harmless on their face) are
-   left out of the binary head and reported apart.
+   on what is kept. The project's own lines and the tricky benign lines weigh more
+   (``--project-weight``, ``--tricky-weight``). "soft" lines (labelled unsafe by their source but
+   harmless on their face) are left out of the binary head and reported apart.
 3. Operating point: 5-fold stratified cross-validation of the whole of step 2 gives an
    out-of-fold score for every line. For each language the lowest threshold that keeps the
    false-positive rate at most ``--max-fpr-plain`` on plain benign lines and ``--max-fpr-tricky``
    on tricky benign lines is taken, and stored as a per-language offset so that the artifact's
    one threshold (0.5) is that operating point in both languages.
-4. Category head: a multinomial logistic regression over the unsafe lines' categories on the same
-   features, sparsified to its largest weights.
+4. Category head: one-vs-rest logistic regressions over the unsafe lines' categories (soft lines
+   included) on the same features, sparsified to the ``--category-weights`` largest weights; its
+   accuracy is cross-validated in the same folds.
 5. The artifact is loaded back through :class:`aigc_safety.classifier.SafetyClassifier` and its
    scores compared with the trained model's, on both scoring paths.
 """

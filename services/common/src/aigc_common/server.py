@@ -17,7 +17,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from aigc_common.interceptors import ErrorMappingInterceptor, MetricsInterceptor, TracingInterceptor
+from aigc_common.interceptors import (
+    ChainedInterceptor,
+    ErrorMappingInterceptor,
+    MetricsInterceptor,
+    TracingInterceptor,
+)
 from aigc_common.metrics import RpcMetrics
 from aigc_common.settings import GrpcSettings
 
@@ -58,11 +63,14 @@ class GrpcServer:
         """Binds, starts serving and marks every hosted service SERVING."""
         limit = self._settings.max_message_bytes
         server = grpc.aio.server(
-            # Order matters: tracing outermost so metrics and errors happen inside the span.
+            # Order matters: tracing outermost so metrics and errors happen inside the span. One
+            # chained wrapper, so a streamed message passes one generator, not three.
             interceptors=[
-                TracingInterceptor(self._service),
-                MetricsInterceptor(self._service, self._metrics),
-                ErrorMappingInterceptor(),
+                ChainedInterceptor(
+                    TracingInterceptor(self._service),
+                    MetricsInterceptor(self._service, self._metrics),
+                    ErrorMappingInterceptor(),
+                )
             ],
             options=[
                 ("grpc.max_receive_message_length", limit),

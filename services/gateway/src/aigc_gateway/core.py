@@ -43,7 +43,9 @@ from aigc_safety.types import Action, Verdict
 log = logging.getLogger(__name__)
 
 CHAT_TEMPLATE = "chat"
-REPLAY_CHUNK_CHARS = 12
+# Whole answers (hits, validated or extracted ones) stream in pieces of this many characters: a
+# few tokens each, few enough messages that a replay costs little more than a unary call.
+REPLAY_CHUNK_CHARS = 32
 # Strategies whose completion is reasoning followed by an answer line; only the answer is the result.
 REASONING_STRATEGIES = frozenset({"zero_shot_cot", "few_shot_cot"})
 # Tokens a chat template adds around each message, for the worst-case prompt bound.

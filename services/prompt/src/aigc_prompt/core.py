@@ -74,6 +74,7 @@ class PromptCore:
         self._label_moves: dict[tuple[str, str], int] = {}
         self._label_log = label_log or LabelLog(None)
         self._pools: dict[tuple[str, str], ExamplePool] = {}
+        self._bundle_ids: dict[tuple[str, str, str], str] = {}
         self._watch: asyncio.Task[None] | None = None
         self._templates_compiled: dict[tuple[str, int], Template] = {}
         self._count_tokens = count_tokens
@@ -229,6 +230,14 @@ class PromptCore:
     def bundle_id(self, tv: TemplateVersion, model: str, tenant: TenantExamples | None = None) -> str:
         """Stable id of (template version, strategy, examples including the tenant's store,
         parameters, policy, knowledge base, model)."""
+        # Everything it hashes is immutable per (version content, model, tenant store): compute once.
+        key = (tv.content_hash, model, tenant.content_hash if tenant else "")
+        found = self._bundle_ids.get(key)
+        if found is None:
+            found = self._bundle_ids[key] = self._compute_bundle_id(tv, model, tenant)
+        return found
+
+    def _compute_bundle_id(self, tv: TemplateVersion, model: str, tenant: TenantExamples | None) -> str:
         spec = tv.spec
         material = json.dumps(
             {
