@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from aigc_common.errors import ConfigError, PermissionDenied, Unauthenticated
+from aigc_common.config_files import read_yaml_model
+from aigc_common.errors import PermissionDenied, Unauthenticated
 
 KEY_PREFIX = "aigc_"
 API_KEY_HEADER = "x-api-key"
@@ -164,20 +164,7 @@ class TenantDirectory:
     @classmethod
     def from_file(cls, path: Path) -> TenantDirectory:
         """Loads and validates the tenants file; problems name the file, line or field."""
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"tenants file {path}: cannot read it ({exc.strerror or exc})") from None
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"tenants file {path}{where}: invalid YAML") from None
-        try:
-            parsed = TenantsFile.model_validate(raw)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"]) or "file"
-            raise ConfigError(f"tenants file {path}: field {loc}: {err['msg']}") from None
+        parsed = read_yaml_model(path, TenantsFile, "tenants file")
         return cls(parsed.tenants)
 
     @property

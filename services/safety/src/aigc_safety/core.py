@@ -281,7 +281,8 @@ class SafetyCore:
         redacted_text = ""
         pii_spec = chosen.spec.pii
         restorable: tuple[PiiEntity, ...] = ()
-        if pii_spec.types:
+        # Most texts hold no personal data: detect first, build a redaction only when there is some.
+        if pii_spec.types and pii.find_pii(normalized, pii_spec.types):
             redaction = (
                 pii.mask(text, pii_spec.types, normalized)
                 if pii_spec.mode == "mask"

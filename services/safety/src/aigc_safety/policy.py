@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from aigc_common.config_files import read_yaml_model
 from aigc_common.errors import ConfigError
 from aigc_safety.pii import PII_DETECTORS
 from aigc_safety.rules import RulePack, load_pack
@@ -133,20 +133,7 @@ def default_packs_dir() -> Path:
 
 def load_policy_file(path: Path) -> PolicySpec:
     """Reads and validates one policy file; problems raise ConfigError naming file, line or field."""
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"policy {path}: cannot read the file ({exc.strerror or exc})") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"policy {path}{where}: invalid YAML") from None
-    try:
-        spec = PolicySpec.model_validate(raw)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"]) or "file"
-        raise ConfigError(f"policy {path}: field {loc}: {err['msg']}") from None
+    spec = read_yaml_model(path, PolicySpec, "policy")
     if spec.name != path.stem:
         raise ConfigError(f"policy {path}: name {spec.name!r} must match the file name {path.stem!r}")
     return spec
