@@ -130,6 +130,8 @@ def evaluate(
         "by_lang": grouped(lambda r: r.lang),
         "by_category": grouped(lambda r: r.category),
         "by_tier": grouped(lambda r: r.tier),
+        # The targets are per language with soft lines apart, so this cut is reported too.
+        "by_lang_tier": grouped(lambda r: f"{r.lang}/{r.tier}"),
         "latency_ms": {
             "p50": round(_percentile(ordered, 0.50) * 1000, 4),
             "p99": round(_percentile(ordered, 0.99) * 1000, 4),
@@ -160,6 +162,7 @@ def format_report(report: dict[str, Any], title: str = "") -> str:
     table("overall", [("all", report["overall"])])
     table("by language", report["by_lang"].items())
     table("by tier", report["by_tier"].items())
+    table("by language and tier", report["by_lang_tier"].items())
     table("by category", report["by_category"].items())
     lat = report["latency_ms"]
     lines.append("")
