@@ -232,4 +232,4 @@ async def test_every_request_leaves_a_usage_event_on_kafka(gw: GatewayHarness) -
     record = seen["usage-1"]
     assert record.tenant_id == "acme" and record.usage.completion_tokens > 0
     assert record.cost.currency == "CNY" and record.cost.amount_nanos > 0
-    assert record.bundle_id.startswith("b-")
+    assert record.bundle_id.startswith("chat@2-")

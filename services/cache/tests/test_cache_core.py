@@ -11,7 +11,7 @@ from aigc_cache.adapters.memory_store import MemoryStore
 from aigc_cache.adapters.redis_store import RedisStore
 from aigc_cache.core import CacheCore, CachedAnswer, Partition
 from aigc_cache.metrics import CacheMetrics
-from aigc_common.errors import Unavailable
+from aigc_common.errors import InvalidArgument, Unavailable
 from aigc_common.types import ChatMessage, Role, SamplingParams, Usage
 
 MESSAGES = (ChatMessage(Role.SYSTEM, "Be brief."), ChatMessage(Role.USER, "长城有多长？"))
@@ -66,6 +66,27 @@ async def test_invalidate_a_tenant(core: CacheCore) -> None:
     assert await core.invalidate(Partition("acme")) == 2
     assert await core.lookup(Partition("acme", "b-1", "m", "p"), MESSAGES, SAMPLING) is None
     assert await core.lookup(Partition("globex", "b-1", "m", "p"), MESSAGES, SAMPLING) == ANSWER
+
+
+async def test_invalidate_every_version_of_one_template(core: CacheCore) -> None:
+    # Bundle ids start with "<template>@<version>-": a template's answers go, all versions, others stay.
+    copy_v1, copy_v2 = (
+        Partition("acme", "product_copy@1-aa", "m", "p"),
+        Partition("acme", "product_copy@2-bb", "m", "p"),
+    )
+    other = Partition("acme", "product_copy_zh@1-cc", "m", "p")
+    for part in (copy_v1, copy_v2, other, Partition("globex", "product_copy@1-aa", "m", "p")):
+        await core.store(part, MESSAGES, SAMPLING, ANSWER)
+    assert await core.invalidate(Partition("acme"), template_id="product_copy") == 2
+    assert await core.lookup(copy_v1, MESSAGES, SAMPLING) is None
+    assert await core.lookup(copy_v2, MESSAGES, SAMPLING) is None
+    assert await core.lookup(other, MESSAGES, SAMPLING) == ANSWER, (
+        "a template whose id only starts alike stays"
+    )
+    assert await core.lookup(Partition("globex", "product_copy@1-aa", "m", "p"), MESSAGES, SAMPLING) == ANSWER
+    with pytest.raises(InvalidArgument) as err:
+        await core.invalidate(Partition("acme", "product_copy@1-aa"), template_id="product_copy")
+    assert err.value.field == "template_id"
 
 
 async def test_oversized_answers_are_not_stored(core: CacheCore) -> None:

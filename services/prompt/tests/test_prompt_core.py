@@ -40,7 +40,7 @@ def test_renders_the_chat_template_with_the_production_label() -> None:
     assert _core().render("acme", "chat", {"prompt": "x"}, label="previous").version == 1
     assert rendered.messages[-1] == ChatMessage(Role.USER, "长城有多长？")
     assert rendered.messages[0].role == Role.SYSTEM
-    assert rendered.bundle_id.startswith("b-")
+    assert rendered.bundle_id.startswith("chat@2-")
     assert rendered.sampling.max_tokens == 256
 
 

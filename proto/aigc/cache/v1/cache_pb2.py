@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from aigc.common.v1 import common_pb2 as aigc_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61igc/cache/v1/cache.proto\x12\raigc.cache.v1\x1a\x1b\x61igc/common/v1/common.proto\"_\n\tPartition\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x11\n\tbundle_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x1d\n\x15safety_policy_version\x18\x04 \x01(\t\"\xd1\x01\n\rLookupRequest\x12+\n\tpartition\x18\x01 \x01(\x0b\x32\x18.aigc.cache.v1.Partition\x12-\n\x08messages\x18\x02 \x03(\x0b\x32\x1b.aigc.common.v1.ChatMessage\x12\x30\n\x08sampling\x18\x03 \x01(\x0b\x32\x1e.aigc.common.v1.SamplingParams\x12\x16\n\nexact_only\x18\x04 \x01(\x08\x42\x02\x18\x01\x12\x1a\n\x12semantic_threshold\x18\x05 \x01(\x02\"\x8a\x01\n\x0eLookupResponse\x12\x0b\n\x03hit\x18\x01 \x01(\x08\x12!\n\x04tier\x18\x02 \x01(\x0e\x32\x13.aigc.cache.v1.Tier\x12\x0e\n\x06\x61nswer\x18\x03 \x01(\t\x12$\n\x05usage\x18\x04 \x01(\x0b\x32\x15.aigc.common.v1.Usage\x12\x12\n\nsimilarity\x18\x05 \x01(\x02\"\xe7\x01\n\x0cStoreRequest\x12+\n\tpartition\x18\x01 \x01(\x0b\x32\x18.aigc.cache.v1.Partition\x12-\n\x08messages\x18\x02 \x03(\x0b\x32\x1b.aigc.common.v1.ChatMessage\x12\x30\n\x08sampling\x18\x03 \x01(\x0b\x32\x1e.aigc.common.v1.SamplingParams\x12\x0e\n\x06\x61nswer\x18\x04 \x01(\t\x12$\n\x05usage\x18\x05 \x01(\x0b\x32\x15.aigc.common.v1.Usage\x12\x13\n\x0bttl_seconds\x18\x06 \x01(\r\"\x1f\n\rStoreResponse\x12\x0e\n\x06stored\x18\x01 \x01(\x08\"@\n\x11InvalidateRequest\x12+\n\tpartition\x18\x01 \x01(\x0b\x32\x18.aigc.cache.v1.Partition\"%\n\x12InvalidateResponse\x12\x0f\n\x07removed\x18\x01 \x01(\r*?\n\x04Tier\x12\x14\n\x10TIER_UNSPECIFIED\x10\x00\x12\x0e\n\nTIER_EXACT\x10\x01\x12\x11\n\rTIER_SEMANTIC\x10\x02\x32\xec\x01\n\x0c\x43\x61\x63heService\x12\x45\n\x06Lookup\x12\x1c.aigc.cache.v1.LookupRequest\x1a\x1d.aigc.cache.v1.LookupResponse\x12\x42\n\x05Store\x12\x1b.aigc.cache.v1.StoreRequest\x1a\x1c.aigc.cache.v1.StoreResponse\x12Q\n\nInvalidate\x12 .aigc.cache.v1.InvalidateRequest\x1a!.aigc.cache.v1.InvalidateResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61igc/cache/v1/cache.proto\x12\raigc.cache.v1\x1a\x1b\x61igc/common/v1/common.proto\"_\n\tPartition\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x11\n\tbundle_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x1d\n\x15safety_policy_version\x18\x04 \x01(\t\"\xd1\x01\n\rLookupRequest\x12+\n\tpartition\x18\x01 \x01(\x0b\x32\x18.aigc.cache.v1.Partition\x12-\n\x08messages\x18\x02 \x03(\x0b\x32\x1b.aigc.common.v1.ChatMessage\x12\x30\n\x08sampling\x18\x03 \x01(\x0b\x32\x1e.aigc.common.v1.SamplingParams\x12\x16\n\nexact_only\x18\x04 \x01(\x08\x42\x02\x18\x01\x12\x1a\n\x12semantic_threshold\x18\x05 \x01(\x02\"\x8a\x01\n\x0eLookupResponse\x12\x0b\n\x03hit\x18\x01 \x01(\x08\x12!\n\x04tier\x18\x02 \x01(\x0e\x32\x13.aigc.cache.v1.Tier\x12\x0e\n\x06\x61nswer\x18\x03 \x01(\t\x12$\n\x05usage\x18\x04 \x01(\x0b\x32\x15.aigc.common.v1.Usage\x12\x12\n\nsimilarity\x18\x05 \x01(\x02\"\xe7\x01\n\x0cStoreRequest\x12+\n\tpartition\x18\x01 \x01(\x0b\x32\x18.aigc.cache.v1.Partition\x12-\n\x08messages\x18\x02 \x03(\x0b\x32\x1b.aigc.common.v1.ChatMessage\x12\x30\n\x08sampling\x18\x03 \x01(\x0b\x32\x1e.aigc.common.v1.SamplingParams\x12\x0e\n\x06\x61nswer\x18\x04 \x01(\t\x12$\n\x05usage\x18\x05 \x01(\x0b\x32\x15.aigc.common.v1.Usage\x12\x13\n\x0bttl_seconds\x18\x06 \x01(\r\"\x1f\n\rStoreResponse\x12\x0e\n\x06stored\x18\x01 \x01(\x08\"U\n\x11InvalidateRequest\x12+\n\tpartition\x18\x01 \x01(\x0b\x32\x18.aigc.cache.v1.Partition\x12\x13\n\x0btemplate_id\x18\x02 \x01(\t\"%\n\x12InvalidateResponse\x12\x0f\n\x07removed\x18\x01 \x01(\r*?\n\x04Tier\x12\x14\n\x10TIER_UNSPECIFIED\x10\x00\x12\x0e\n\nTIER_EXACT\x10\x01\x12\x11\n\rTIER_SEMANTIC\x10\x02\x32\xec\x01\n\x0c\x43\x61\x63heService\x12\x45\n\x06Lookup\x12\x1c.aigc.cache.v1.LookupRequest\x1a\x1d.aigc.cache.v1.LookupResponse\x12\x42\n\x05Store\x12\x1b.aigc.cache.v1.StoreRequest\x1a\x1c.aigc.cache.v1.StoreResponse\x12Q\n\nInvalidate\x12 .aigc.cache.v1.InvalidateRequest\x1a!.aigc.cache.v1.InvalidateResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +34,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_LOOKUPREQUEST'].fields_by_name['exact_only']._loaded_options = None
   _globals['_LOOKUPREQUEST'].fields_by_name['exact_only']._serialized_options = b'\030\001'
-  _globals['_TIER']._serialized_start=895
-  _globals['_TIER']._serialized_end=958
+  _globals['_TIER']._serialized_start=916
+  _globals['_TIER']._serialized_end=979
   _globals['_PARTITION']._serialized_start=73
   _globals['_PARTITION']._serialized_end=168
   _globals['_LOOKUPREQUEST']._serialized_start=171
@@ -47,9 +47,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STORERESPONSE']._serialized_start=757
   _globals['_STORERESPONSE']._serialized_end=788
   _globals['_INVALIDATEREQUEST']._serialized_start=790
-  _globals['_INVALIDATEREQUEST']._serialized_end=854
-  _globals['_INVALIDATERESPONSE']._serialized_start=856
-  _globals['_INVALIDATERESPONSE']._serialized_end=893
-  _globals['_CACHESERVICE']._serialized_start=961
-  _globals['_CACHESERVICE']._serialized_end=1197
+  _globals['_INVALIDATEREQUEST']._serialized_end=875
+  _globals['_INVALIDATERESPONSE']._serialized_start=877
+  _globals['_INVALIDATERESPONSE']._serialized_end=914
+  _globals['_CACHESERVICE']._serialized_start=982
+  _globals['_CACHESERVICE']._serialized_end=1218
 # @@protoc_insertion_point(module_scope)

@@ -264,6 +264,11 @@ class InvalidateRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PARTITION_FIELD_NUMBER: _builtins.int
+    TEMPLATE_ID_FIELD_NUMBER: _builtins.int
+    template_id: _builtins.str
+    """Drops every bundle of this template (all versions) of the tenant; empty means not by template.
+    Used with tenant_id only: bundle ids start with "<template>@".
+    """
     @_builtins.property
     def partition(self) -> Global___Partition:
         """Partition to drop; fields left empty match everything of the tenant (tenant_id is required)."""
@@ -272,10 +277,11 @@ class InvalidateRequest(_message.Message):
         self,
         *,
         partition: Global___Partition | None = ...,
+        template_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["partition", b"partition"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["partition", b"partition"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["partition", b"partition", "template_id", b"template_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

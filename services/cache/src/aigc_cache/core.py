@@ -463,15 +463,28 @@ class CacheCore:
             )
         return True
 
-    async def invalidate(self, partition: Partition) -> int:
+    async def invalidate(self, partition: Partition, template_id: str = "") -> int:
         """Drops the partition in both tiers; empty trailing fields widen it (tenant_id alone
-        drops the tenant). Returns how many answers were removed."""
+        drops the tenant). With ``template_id`` (and the tenant only), drops every bundle of that
+        template: bundle ids start with ``<template>@``. Returns how many answers were removed."""
         if not partition.tenant_id:
             raise InvalidArgument("must not be empty", field="partition.tenant_id")
-        parts = [partition.tenant_id, partition.bundle_id, partition.model, partition.safety_policy_version]
-        while parts and not parts[-1]:
-            parts.pop()
-        tail = ":".join(_escape(p) for p in parts) + ":"
+        if template_id:
+            if partition.bundle_id or partition.model or partition.safety_policy_version:
+                raise InvalidArgument(
+                    "give a template or a partition below the tenant, not both", field="template_id"
+                )
+            tail = f"{_escape(partition.tenant_id)}:{_escape(template_id)}@"
+        else:
+            parts = [
+                partition.tenant_id,
+                partition.bundle_id,
+                partition.model,
+                partition.safety_policy_version,
+            ]
+            while parts and not parts[-1]:
+                parts.pop()
+            tail = ":".join(_escape(p) for p in parts) + ":"
         removed = await self._store.delete_prefix(f"{self._prefix}cache:{tail}")
         semantic_prefix = f"{self._prefix}cache-sem:{tail}"
         await self._store.delete_prefix(semantic_prefix)

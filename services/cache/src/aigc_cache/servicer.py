@@ -41,7 +41,7 @@ class CacheServicer(pb_grpc.CacheServiceServicer):
         self, request: pb.InvalidateRequest, context: grpc.aio.ServicerContext
     ) -> pb.InvalidateResponse:
         return pb.InvalidateResponse(
-            removed=await self._core.invalidate(partition_from_pb(request.partition))
+            removed=await self._core.invalidate(partition_from_pb(request.partition), request.template_id)
         )
 
 

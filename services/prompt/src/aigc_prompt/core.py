@@ -258,7 +258,9 @@ class PromptCore:
             },
             sort_keys=True,
         )
-        return "b-" + hashlib.sha256(material.encode()).hexdigest()[:16]
+        # "<template>@<version>-<hash>": readable in metrics and audit records, and every bundle of
+        # a template shares a prefix, so the cache can drop a template's answers by prefix.
+        return f"{spec.id}@{spec.version}-" + hashlib.sha256(material.encode()).hexdigest()[:16]
 
     def render(
         self,
