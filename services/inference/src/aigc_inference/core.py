@@ -150,6 +150,8 @@ class InferenceCore:
         pending_logprobs: list[float] = []
         finish = FinishReason.STOP
         running = False
+        # Label lookups cost microseconds each; per token they add up, so resolve them once.
+        inter_token = self._metrics.inter_token.labels(info.name)
         stream = self._engine.generate(engine_request)
         try:
             async for delta in stream:
@@ -161,7 +163,7 @@ class InferenceCore:
                     if completion == 0:
                         self._metrics.time_to_first_token.labels(info.name).observe(now - start)
                     else:
-                        self._metrics.inter_token.labels(info.name).observe(now - last)
+                        inter_token.observe(now - last)
                     last = now
                     completion += len(delta.token_ids) or (1 if delta.text else 0)
                 reported_completion = max(reported_completion, delta.completion_tokens)

@@ -127,13 +127,12 @@ class PackScanner:
         to_run: set[int] = set(self._always)
         if self._automaton is not None and len(normalized) > pos:
             n = len(normalized)
-            # A trigger may start before ``pos`` and still belong to a match that ends after it, so
-            # triggers are looked for over the whole text; keywords only count from ``pos``.
-            for end, (length, owners, pattern_ids) in self._automaton.iter(normalized):
+            # Patterns report matches that start at or after ``pos`` (as Rule.find does), and a
+            # match contains its trigger, so only the text from ``pos`` on is searched: a streaming
+            # check costs the new text plus the look-back, not the whole answer again.
+            for end, (length, owners, pattern_ids) in self._automaton.iter(normalized, pos):
                 to_run.update(pattern_ids)
                 start = end - length + 1
-                if start < pos:
-                    continue
                 for index, check_left, check_right in owners:
                     if check_left and start > 0 and _is_word_char(normalized[start - 1]):
                         continue
