@@ -26,7 +26,7 @@ from aigc.common.v1 import common_pb2 as aigc_dot_common_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x61igc/events/v1/events.proto\x12\x0e\x61igc.events.v1\x1a\x1b\x61igc/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc5\x02\n\x13GenerationRequested\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\x11\n\ttenant_id\x18\x03 \x01(\t\x12\x13\n\x0btemplate_id\x18\x04 \x01(\t\x12\r\n\x05label\x18\x05 \x01(\t\x12\x0f\n\x07version\x18\x06 \x01(\r\x12\x45\n\tvariables\x18\x07 \x03(\x0b\x32\x32.aigc.events.v1.GenerationRequested.VariablesEntry\x12\r\n\x05model\x18\x08 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\t \x01(\r\x12,\n\x08\x64\x65\x61\x64line\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a\x30\n\x0eVariablesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe2\x01\n\x10GenerationResult\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\x11\n\ttenant_id\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x0c\n\x04text\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12$\n\x05usage\x18\x07 \x01(\x0b\x32\x15.aigc.common.v1.Usage\x12\"\n\x04\x63ost\x18\x08 \x01(\x0b\x32\x14.aigc.common.v1.Cost\x12\x11\n\tbundle_id\x18\t \x01(\t\x12\x10\n\x08\x61ttempts\x18\n \x01(\r\"\xe6\x01\n\rUsageRecorded\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x11\n\tbundle_id\x18\x04 \x01(\t\x12$\n\x05usage\x18\x05 \x01(\x0b\x32\x15.aigc.common.v1.Usage\x12\"\n\x04\x63ost\x18\x06 \x01(\x0b\x32\x14.aigc.common.v1.Cost\x12\x11\n\tcache_hit\x18\x07 \x01(\x08\x12/\n\x0b\x66inished_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd6\x01\n\rSafetyAudited\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\r\n\x05stage\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x16\n\x0epolicy_version\x18\x05 \x01(\t\x12\x10\n\x08rule_ids\x18\x06 \x03(\t\x12\x12\n\ncategories\x18\x07 \x03(\t\x12\x11\n\tbundle_id\x18\x08 \x01(\t\x12.\n\ndecided_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x99\x01\n\rFeedbackGiven\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0e\n\x06rating\x18\x03 \x01(\r\x12\x12\n\ncorrection\x18\x04 \x01(\t\x12\x0f\n\x07\x63omment\x18\x05 \x01(\t\x12,\n\x08given_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x61igc/events/v1/events.proto\x12\x0e\x61igc.events.v1\x1a\x1b\x61igc/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd9\x02\n\x13GenerationRequested\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\x11\n\ttenant_id\x18\x03 \x01(\t\x12\x13\n\x0btemplate_id\x18\x04 \x01(\t\x12\r\n\x05label\x18\x05 \x01(\t\x12\x0f\n\x07version\x18\x06 \x01(\r\x12\x45\n\tvariables\x18\x07 \x03(\x0b\x32\x32.aigc.events.v1.GenerationRequested.VariablesEntry\x12\r\n\x05model\x18\x08 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\t \x01(\r\x12,\n\x08\x64\x65\x61\x64line\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nmax_tokens\x18\x0b \x01(\r\x1a\x30\n\x0eVariablesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe2\x01\n\x10GenerationResult\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\x11\n\ttenant_id\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x0c\n\x04text\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12$\n\x05usage\x18\x07 \x01(\x0b\x32\x15.aigc.common.v1.Usage\x12\"\n\x04\x63ost\x18\x08 \x01(\x0b\x32\x14.aigc.common.v1.Cost\x12\x11\n\tbundle_id\x18\t \x01(\t\x12\x10\n\x08\x61ttempts\x18\n \x01(\r\"\xe6\x01\n\rUsageRecorded\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x11\n\tbundle_id\x18\x04 \x01(\t\x12$\n\x05usage\x18\x05 \x01(\x0b\x32\x15.aigc.common.v1.Usage\x12\"\n\x04\x63ost\x18\x06 \x01(\x0b\x32\x14.aigc.common.v1.Cost\x12\x11\n\tcache_hit\x18\x07 \x01(\x08\x12/\n\x0b\x66inished_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd6\x01\n\rSafetyAudited\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\r\n\x05stage\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x16\n\x0epolicy_version\x18\x05 \x01(\t\x12\x10\n\x08rule_ids\x18\x06 \x03(\t\x12\x12\n\ncategories\x18\x07 \x03(\t\x12\x11\n\tbundle_id\x18\x08 \x01(\t\x12.\n\ndecided_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x99\x01\n\rFeedbackGiven\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0e\n\x06rating\x18\x03 \x01(\r\x12\x12\n\ncorrection\x18\x04 \x01(\t\x12\x0f\n\x07\x63omment\x18\x05 \x01(\t\x12,\n\x08given_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,15 +36,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GENERATIONREQUESTED_VARIABLESENTRY']._loaded_options = None
   _globals['_GENERATIONREQUESTED_VARIABLESENTRY']._serialized_options = b'8\001'
   _globals['_GENERATIONREQUESTED']._serialized_start=110
-  _globals['_GENERATIONREQUESTED']._serialized_end=435
-  _globals['_GENERATIONREQUESTED_VARIABLESENTRY']._serialized_start=387
-  _globals['_GENERATIONREQUESTED_VARIABLESENTRY']._serialized_end=435
-  _globals['_GENERATIONRESULT']._serialized_start=438
-  _globals['_GENERATIONRESULT']._serialized_end=664
-  _globals['_USAGERECORDED']._serialized_start=667
-  _globals['_USAGERECORDED']._serialized_end=897
-  _globals['_SAFETYAUDITED']._serialized_start=900
-  _globals['_SAFETYAUDITED']._serialized_end=1114
-  _globals['_FEEDBACKGIVEN']._serialized_start=1117
-  _globals['_FEEDBACKGIVEN']._serialized_end=1270
+  _globals['_GENERATIONREQUESTED']._serialized_end=455
+  _globals['_GENERATIONREQUESTED_VARIABLESENTRY']._serialized_start=407
+  _globals['_GENERATIONREQUESTED_VARIABLESENTRY']._serialized_end=455
+  _globals['_GENERATIONRESULT']._serialized_start=458
+  _globals['_GENERATIONRESULT']._serialized_end=684
+  _globals['_USAGERECORDED']._serialized_start=687
+  _globals['_USAGERECORDED']._serialized_end=917
+  _globals['_SAFETYAUDITED']._serialized_start=920
+  _globals['_SAFETYAUDITED']._serialized_end=1134
+  _globals['_FEEDBACKGIVEN']._serialized_start=1137
+  _globals['_FEEDBACKGIVEN']._serialized_end=1290
 # @@protoc_insertion_point(module_scope)

@@ -60,6 +60,7 @@ class GenerationRequested(_message.Message):
     MODEL_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
     DEADLINE_FIELD_NUMBER: _builtins.int
+    MAX_TOKENS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """Batch job id."""
     item_id: _builtins.str
@@ -76,6 +77,8 @@ class GenerationRequested(_message.Message):
     """Model override; empty means the template's."""
     attempt: _builtins.int
     """Processing attempt, from 1."""
+    max_tokens: _builtins.int
+    """Maximum answer length in tokens; 0 means the template's."""
     @_builtins.property
     def variables(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Template variables."""
@@ -97,10 +100,11 @@ class GenerationRequested(_message.Message):
         model: _builtins.str = ...,
         attempt: _builtins.int = ...,
         deadline: _timestamp_pb2.Timestamp | None = ...,
+        max_tokens: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "deadline", b"deadline", "item_id", b"item_id", "job_id", b"job_id", "label", b"label", "model", b"model", "template_id", b"template_id", "tenant_id", b"tenant_id", "variables", b"variables", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "deadline", b"deadline", "item_id", b"item_id", "job_id", b"job_id", "label", b"label", "max_tokens", b"max_tokens", "model", b"model", "template_id", b"template_id", "tenant_id", b"tenant_id", "variables", b"variables", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

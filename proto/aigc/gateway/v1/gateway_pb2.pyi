@@ -389,6 +389,8 @@ class SubmitBatchRequest(_message.Message):
     MODEL_FIELD_NUMBER: _builtins.int
     DEADLINE_FIELD_NUMBER: _builtins.int
     CLIENT_TOKEN_FIELD_NUMBER: _builtins.int
+    ALL_OR_NOTHING_FIELD_NUMBER: _builtins.int
+    MAX_TOKENS_FIELD_NUMBER: _builtins.int
     template_id: _builtins.str
     """Template id."""
     label: _builtins.str
@@ -397,6 +399,12 @@ class SubmitBatchRequest(_message.Message):
     """Model override; empty means the template's model."""
     client_token: _builtins.str
     """Idempotency key: a resubmission with the same key returns the same job."""
+    all_or_nothing: _builtins.bool
+    """True: refuse the whole job when any item is invalid; false: accept the valid items and list the
+    rejected ones in the response.
+    """
+    max_tokens: _builtins.int
+    """Maximum answer length per item in tokens; 0 means the template's."""
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___BatchItem]:
         """The items; at most 10,000 per call (append more with the same job via later issues)."""
@@ -414,14 +422,46 @@ class SubmitBatchRequest(_message.Message):
         model: _builtins.str = ...,
         deadline: _timestamp_pb2.Timestamp | None = ...,
         client_token: _builtins.str = ...,
+        all_or_nothing: _builtins.bool = ...,
+        max_tokens: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_token", b"client_token", "deadline", b"deadline", "items", b"items", "label", b"label", "model", b"model", "template_id", b"template_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_or_nothing", b"all_or_nothing", "client_token", b"client_token", "deadline", b"deadline", "items", b"items", "label", b"label", "max_tokens", b"max_tokens", "model", b"model", "template_id", b"template_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SubmitBatchRequest: _TypeAlias = SubmitBatchRequest  # noqa: Y015
+
+@_typing.final
+class ItemError(_message.Message):
+    """An item refused at submission, with why."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEM_ID_FIELD_NUMBER: _builtins.int
+    FIELD_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    item_id: _builtins.str
+    """The item's id."""
+    field: _builtins.str
+    """The field at fault, e.g. "variables.product"."""
+    message: _builtins.str
+    """What is wrong with it."""
+    def __init__(
+        self,
+        *,
+        item_id: _builtins.str = ...,
+        field: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["field", b"field", "item_id", b"item_id", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ItemError: _TypeAlias = ItemError  # noqa: Y015
 
 @_typing.final
 class SubmitBatchResponse(_message.Message):
@@ -432,6 +472,7 @@ class SubmitBatchResponse(_message.Message):
     JOB_ID_FIELD_NUMBER: _builtins.int
     ITEM_COUNT_FIELD_NUMBER: _builtins.int
     ESTIMATED_COST_FIELD_NUMBER: _builtins.int
+    REJECTED_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """Job id."""
     item_count: _builtins.int
@@ -440,16 +481,21 @@ class SubmitBatchResponse(_message.Message):
     def estimated_cost(self) -> _common_pb2.Cost:
         """Estimated cost of the whole job (worst case), reserved against the budget."""
 
+    @_builtins.property
+    def rejected(self) -> _containers.RepeatedCompositeFieldContainer[Global___ItemError]:
+        """Items refused at submission (not part of the job); empty when all were accepted."""
+
     def __init__(
         self,
         *,
         job_id: _builtins.str = ...,
         item_count: _builtins.int = ...,
         estimated_cost: _common_pb2.Cost | None = ...,
+        rejected: _abc.Iterable[Global___ItemError] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["estimated_cost", b"estimated_cost"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["estimated_cost", b"estimated_cost", "item_count", b"item_count", "job_id", b"job_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["estimated_cost", b"estimated_cost", "item_count", b"item_count", "job_id", b"job_id", "rejected", b"rejected"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -489,6 +535,12 @@ class GetBatchResponse(_message.Message):
     SUCCEEDED_ITEMS_FIELD_NUMBER: _builtins.int
     FAILED_ITEMS_FIELD_NUMBER: _builtins.int
     COST_FIELD_NUMBER: _builtins.int
+    PENDING_ITEMS_FIELD_NUMBER: _builtins.int
+    BLOCKED_ITEMS_FIELD_NUMBER: _builtins.int
+    EXPIRED_ITEMS_FIELD_NUMBER: _builtins.int
+    CANCELLED_ITEMS_FIELD_NUMBER: _builtins.int
+    ETA_SECONDS_FIELD_NUMBER: _builtins.int
+    ESTIMATED_COST_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """Job id."""
     state: Global___BatchState.ValueType
@@ -499,9 +551,23 @@ class GetBatchResponse(_message.Message):
     """Items that succeeded."""
     failed_items: _builtins.int
     """Items that failed (including dead-lettered)."""
+    pending_items: _builtins.int
+    """Items without a result yet."""
+    blocked_items: _builtins.int
+    """Items stopped by a safety policy."""
+    expired_items: _builtins.int
+    """Items whose deadline passed before they ran."""
+    cancelled_items: _builtins.int
+    """Items skipped because the job was cancelled."""
+    eta_seconds: _builtins.float
+    """Seconds until every item has a result at the rate so far; 0 when done or not yet known."""
     @_builtins.property
     def cost(self) -> _common_pb2.Cost:
         """Cost so far."""
+
+    @_builtins.property
+    def estimated_cost(self) -> _common_pb2.Cost:
+        """The worst-case estimate reserved at submission."""
 
     def __init__(
         self,
@@ -512,10 +578,16 @@ class GetBatchResponse(_message.Message):
         succeeded_items: _builtins.int = ...,
         failed_items: _builtins.int = ...,
         cost: _common_pb2.Cost | None = ...,
+        pending_items: _builtins.int = ...,
+        blocked_items: _builtins.int = ...,
+        expired_items: _builtins.int = ...,
+        cancelled_items: _builtins.int = ...,
+        eta_seconds: _builtins.float = ...,
+        estimated_cost: _common_pb2.Cost | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "estimated_cost", b"estimated_cost"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "failed_items", b"failed_items", "job_id", b"job_id", "state", b"state", "succeeded_items", b"succeeded_items", "total_items", b"total_items"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocked_items", b"blocked_items", "cancelled_items", b"cancelled_items", "cost", b"cost", "estimated_cost", b"estimated_cost", "eta_seconds", b"eta_seconds", "expired_items", b"expired_items", "failed_items", b"failed_items", "job_id", b"job_id", "pending_items", b"pending_items", "state", b"state", "succeeded_items", b"succeeded_items", "total_items", b"total_items"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -528,16 +600,20 @@ class StreamBatchResultsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_ID_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """Job id."""
+    cursor: _builtins.int
+    """Resume after this many results (the `cursor` of the last result received); 0 means from the start."""
     def __init__(
         self,
         *,
         job_id: _builtins.str = ...,
+        cursor: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "job_id", b"job_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -555,6 +631,7 @@ class BatchItemResult(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
     COST_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
     item_id: _builtins.str
     """Item id."""
     status: _builtins.str
@@ -563,6 +640,8 @@ class BatchItemResult(_message.Message):
     """The answer when succeeded."""
     error: _builtins.str
     """Why it failed, when it did."""
+    cursor: _builtins.int
+    """Position of this result in the job's result sequence (1-based); resume from it."""
     @_builtins.property
     def usage(self) -> _common_pb2.Usage:
         """Token usage."""
@@ -580,10 +659,11 @@ class BatchItemResult(_message.Message):
         error: _builtins.str = ...,
         usage: _common_pb2.Usage | None = ...,
         cost: _common_pb2.Cost | None = ...,
+        cursor: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "error", b"error", "item_id", b"item_id", "status", b"status", "text", b"text", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "cursor", b"cursor", "error", b"error", "item_id", b"item_id", "status", b"status", "text", b"text", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

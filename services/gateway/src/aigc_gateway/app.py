@@ -10,16 +10,23 @@ from dataclasses import dataclass, field
 import grpc
 
 from aigc_common.errors import ConfigError
-from aigc_common.kafka import EventProducer
+from aigc_common.kafka import EventProducer, Topics, ensure_topics
 from aigc_common.pricing import Price
 from aigc_common.runtime import Builder, Closer, ProcessRuntime
 from aigc_common.server import ServiceBinding
 from aigc_common.settings import load_settings
 from aigc_common.tracing import traced_channel
 from aigc_gateway.adapters import grpc_clients, inprocess
+from aigc_gateway.adapters.kafka_requests import KafkaRequestPublisher
 from aigc_gateway.adapters.kafka_usage import KafkaUsageSink
 from aigc_gateway.adapters.redis_counters import RedisCounters
+from aigc_gateway.adapters.redis_jobs import RedisJobStore
+from aigc_gateway.batch import BatchMetrics, BatchWorker, WorkerConfig
+from aigc_gateway.batch.pipeline import BatchPipeline
+from aigc_gateway.batch.service import BatchService
+from aigc_gateway.batch.tracker import ResultTracker
 from aigc_gateway.core import Gateway
+from aigc_gateway.jobs import JobStore, MemoryJobStore
 from aigc_gateway.limits import Budgets, CounterStore, MemoryCounters, RateLimiter
 from aigc_gateway.metrics import GatewayMetrics
 from aigc_gateway.ports import CachePort, InferencePort, PromptPort, SafetyPort
@@ -37,10 +44,14 @@ class Wiring:
 
     gateway: Gateway
     directory: Directory = field(default_factory=lambda: OpenDirectory("default"))
+    batch: BatchService | None = None
     channels: list[grpc.aio.Channel] = field(default_factory=list)
     closers: list[Closer] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
         for channel in self.channels:
             await channel.close()
         for closer in self.closers:
@@ -121,6 +132,7 @@ async def build_gateway(
         usage = kafka_usage
     prices = {name: Price.from_setting(p) for name, p in settings.prices.items()}
     wiring.directory = directory(settings, prices)
+    budgets = Budgets(counters, key_prefix=settings.redis.key_prefix)
     wiring.gateway = Gateway(
         prompt=prompt,
         safety=safety,
@@ -128,11 +140,68 @@ async def build_gateway(
         inference=inference,
         metrics=GatewayMetrics(runtime.registry, runtime.usage_metrics),
         prices=prices,
-        budgets=Budgets(counters, key_prefix=settings.redis.key_prefix),
+        budgets=budgets,
         limiter=RateLimiter(counters, key_prefix=settings.redis.key_prefix),
         usage=usage,
     )
+    if settings.batch.enabled:
+        await _build_batch(settings, runtime, wiring, prompt, budgets, prices)
     return wiring
+
+
+async def _build_batch(
+    settings: GatewaySettings,
+    runtime: ProcessRuntime,
+    wiring: Wiring,
+    prompt: PromptPort,
+    budgets: Budgets,
+    prices: Mapping[str, Price],
+) -> None:
+    """Job API, tracker and (optionally) in-process workers over Kafka."""
+    batch = settings.batch
+    topics = Topics.with_prefix(batch.topic_prefix) if batch.topic_prefix else Topics()
+    store: JobStore
+    if batch.store == "redis":
+        store = RedisJobStore(settings.redis.url, settings.redis.key_prefix)
+    else:
+        store = MemoryJobStore()
+    wiring.closers.append(store.close)
+    await asyncio.to_thread(
+        ensure_topics,
+        settings.kafka,
+        [topics.generation_requests, topics.generation_results, topics.generation_dlq],
+    )
+    publisher = KafkaRequestPublisher(
+        await asyncio.to_thread(EventProducer(settings.kafka).start), topics.generation_requests
+    )
+
+    async def close_publisher() -> None:
+        await asyncio.to_thread(publisher.close)
+
+    wiring.closers.append(close_publisher)
+    wiring.batch = BatchService(
+        prompt=prompt, store=store, publisher=publisher, budgets=budgets, prices=prices
+    )
+    if batch.tracker:
+        tracker = ResultTracker(
+            settings.kafka,
+            topic=topics.generation_results,
+            group_id=batch.tracker_group,
+            store=store,
+            budgets=budgets,
+        )
+        wiring.tasks.append(asyncio.get_running_loop().create_task(tracker.run()))
+    pipeline = BatchPipeline(wiring.gateway, wiring.directory.tenants)
+    metrics = BatchMetrics(runtime.registry) if batch.workers else None
+    for index in range(batch.workers):
+        worker = BatchWorker(
+            settings.kafka,
+            WorkerConfig(group_id=batch.worker_group, worker_index=index, topics=topics),
+            pipeline,
+            is_cancelled=store.is_cancelled,
+            metrics=metrics,
+        )
+        wiring.tasks.append(asyncio.get_running_loop().create_task(worker.run()))
 
 
 def directory(settings: GatewaySettings, prices: Mapping[str, Price]) -> Directory:
@@ -162,6 +231,6 @@ def builder(settings: GatewaySettings) -> Builder:
 
     async def build(runtime: ProcessRuntime) -> tuple[Sequence[ServiceBinding], Closer]:
         wiring = await build_gateway(settings, runtime)
-        return [binding(wiring.gateway, wiring.directory)], wiring.close
+        return [binding(wiring.gateway, wiring.directory, wiring.batch)], wiring.close
 
     return build

@@ -70,6 +70,9 @@ class GatewayRequest:
     skip_cache: bool = False
     request_id: str = ""
     timeout_seconds: float | None = None
+    # A batch item: its job reserved the budget for every item at submission, and batch work does
+    # not count against the interactive rate limits.
+    prepaid: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,11 +197,12 @@ class Gateway:
                 raise InvalidArgument("must not be empty", field="prompt")
             variables.setdefault("prompt", req.prompt)
         tenant.check_template(template_id)
-        try:
-            await self._limiter.admit(tenant)
-        except ResourceExhausted:
-            self._metrics.rate_limited.labels(tenant.id).inc()
-            raise
+        if not req.prepaid:
+            try:
+                await self._limiter.admit(tenant)
+            except ResourceExhausted:
+                self._metrics.rate_limited.labels(tenant.id).inc()
+                raise
         rendered = await self._prompt.render(tenant.id, template_id, variables, req.label, req.version)
         model = req.model or rendered.model
         tenant.check_model(model)
@@ -259,7 +263,7 @@ class Gateway:
                     yield replayed
                 return
 
-        hold = await self._budgets.reserve(tenant, self._worst_case_nanos(run))
+        hold = None if req.prepaid else await self._budgets.reserve(tenant, self._worst_case_nanos(run))
         finished_ok = False
         try:
             yield Started(request_id, rendered.bundle_id, model, False, rendered.version)
@@ -532,17 +536,8 @@ class Gateway:
             self._metrics.budget_remaining.labels(tenant.id, spec.currency).set(left / 1e9)
 
     def _worst_case_nanos(self, run: _Run) -> int:
-        """What the request can cost at most: a prompt bound (byte-level tokenizers never make more
-        tokens than UTF-8 bytes) plus every completion token it may generate."""
         price = self._prices.get(run.model)
-        if price is None:
-            return 0
-        prompt = sum(len(m.content.encode()) + PER_MESSAGE_TOKENS for m in run.rendered.messages)
-        max_tokens = run.sampling.max_tokens or 256
-        calls = run.rendered.samples if run.rendered.samples > 1 else (2 if run.rendered.json_schema else 1)
-        # A repair attempt resends the prompt with the first answer appended.
-        prompt_calls = prompt * calls + (max_tokens if run.rendered.json_schema else 0)
-        return price.cost_nanos(prompt_calls, max_tokens * calls)
+        return worst_case_nanos(price, run.rendered, run.sampling) if price is not None else 0
 
     def _charge(self, tenant_id: str, model: str, usage: Usage) -> tuple[str, int]:
         """Prices model work and records the cost; returns (currency, nanos), ("", 0) if unpriced.
@@ -582,6 +577,17 @@ class Gateway:
         )
         _log_request(run.tenant.id, run.request_id, run.rendered.bundle_id, run.model, cache_hit, done)
         return done
+
+
+def worst_case_nanos(price: Price, rendered: RenderedPrompt, sampling: SamplingParams) -> int:
+    """What one request can cost at most: a prompt bound (byte-level tokenizers never make more
+    tokens than UTF-8 bytes) plus every completion token it may generate."""
+    prompt = sum(len(m.content.encode()) + PER_MESSAGE_TOKENS for m in rendered.messages)
+    max_tokens = sampling.max_tokens or 256
+    calls = rendered.samples if rendered.samples > 1 else (2 if rendered.json_schema else 1)
+    # A repair attempt resends the prompt with the first answer appended.
+    prompt_calls = prompt * calls + (max_tokens if rendered.json_schema else 0)
+    return price.cost_nanos(prompt_calls, max_tokens * calls)
 
 
 def _restored(run: _Run, delta: Delta) -> Delta:

@@ -23,6 +23,24 @@ class PortSettings(BaseModel):
     timeout_seconds: float = Field(10.0, gt=0, description="Deadline of each unary call to the service.")
 
 
+class BatchSettings(BaseModel):
+    """Batch jobs over Kafka."""
+
+    enabled: bool = Field(False, description="Serve SubmitBatch and friends (needs Kafka).")
+    store: Literal["memory", "redis"] = Field(
+        "memory", description="Where jobs and results live: memory (one gateway with its tracker) or redis."
+    )
+    tracker: bool = Field(True, description="Run the results tracker in this gateway process.")
+    tracker_group: str = Field("aigc-batch-tracker", description="Consumer group of the tracker.")
+    workers: int = Field(
+        0, ge=0, le=64, description="Batch workers to run inside this process (0: separate processes)."
+    )
+    worker_group: str = Field("aigc-batch", description="Consumer group of the workers.")
+    topic_prefix: str = Field(
+        "", description="Prefix of the batch topics (tests); empty means the standard names."
+    )
+
+
 class GatewaySettings(ServiceSettings):
     """The gateway: tenants and keys, where budgets and rate limits are counted, how each port is
     wired, prices, and where usage records go."""
@@ -47,8 +65,9 @@ class GatewaySettings(ServiceSettings):
     )
     usage_topic: str = Field(Topics.usage, description="Kafka topic of usage records.")
     kafka: KafkaSettings = Field(
-        default_factory=KafkaSettings, description="Kafka, when usage_sink is kafka."
+        default_factory=KafkaSettings, description="Kafka, when usage_sink is kafka or batch is enabled."
     )
+    batch: BatchSettings = Field(default_factory=BatchSettings, description="Batch jobs.")
     prompt: PortSettings = Field(
         default_factory=lambda: PortSettings(address="127.0.0.1:50052"), description="Prompt port."
     )

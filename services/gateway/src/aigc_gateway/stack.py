@@ -77,6 +77,10 @@ def service_env(spec: ServiceSpec, single_process: bool = False) -> dict[str, st
             env["AIGC_GATEWAY_REDIS__URL"] = "redis://127.0.0.1:16379/0"
             env["AIGC_GATEWAY_USAGE_SINK"] = "kafka"
             env["AIGC_GATEWAY_KAFKA__BOOTSTRAP_SERVERS"] = "127.0.0.1:19092"
+            # Batch jobs: API, tracker and one worker in the gateway process, jobs in Redis.
+            env["AIGC_GATEWAY_BATCH__ENABLED"] = "true"
+            env["AIGC_GATEWAY_BATCH__STORE"] = "redis"
+            env["AIGC_GATEWAY_BATCH__WORKERS"] = "1"
         if spec.name in ("gateway", "safety"):
             env["AIGC_SAFETY_AUDIT__SINK"] = "kafka"
             env["AIGC_SAFETY_KAFKA__BOOTSTRAP_SERVERS"] = "127.0.0.1:19092"

@@ -1,0 +1,102 @@
+"""Batch jobs in Redis, shared by gateway replicas, trackers and workers (cancellation).
+
+Per job: ``job:<id>`` (the record, JSON), ``job:<id>:items`` (item -> status), ``job:<id>:results``
+(serialized results in recording order), ``job:<id>:counts`` (status -> n, plus cost). Recording a
+result is one Lua script, so "first result per item wins" holds even with two trackers.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from aigc.events.v1 import events_pb2
+from aigc_gateway.jobs import JobRecord, JobStatus
+
+# KEYS items, results, counts; ARGV item id, status, serialized result, cost nanos, now.
+_RECORD = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[3])
+redis.call('HINCRBY', KEYS[3], ARGV[2], 1)
+redis.call('HINCRBY', KEYS[3], '_cost', ARGV[4])
+redis.call('HSETNX', KEYS[3], '_first', ARGV[5])
+return 1
+"""
+_META = ("_cost", "_first", "_cancelled")
+
+
+class RedisJobStore:
+    def __init__(self, url: str, key_prefix: str, ttl_seconds: int = 7 * 86400) -> None:
+        self._client: Any = aioredis.from_url(url)
+        self._prefix = key_prefix + "job:"
+        self._ttl = ttl_seconds
+        self._record = self._client.register_script(_RECORD)
+
+    def _k(self, job_id: str, part: str = "") -> str:
+        return f"{self._prefix}{job_id}{':' + part if part else ''}"
+
+    async def create(self, job: JobRecord) -> JobRecord:
+        if job.client_token:
+            token_key = f"{self._prefix}token:{job.tenant_id}:{job.client_token}"
+            if not await self._client.set(token_key, job.job_id, nx=True, ex=self._ttl):
+                known = await self.get((await self._client.get(token_key)).decode())
+                if known is not None:
+                    return known
+        await self._client.set(self._k(job.job_id), json.dumps(asdict(job)), ex=self._ttl)
+        return job
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        raw = await self._client.get(self._k(job_id))
+        return JobRecord(**json.loads(raw)) if raw else None
+
+    async def find_by_token(self, tenant_id: str, client_token: str) -> str | None:
+        raw = await self._client.get(f"{self._prefix}token:{tenant_id}:{client_token}")
+        return raw.decode() if raw else None
+
+    async def record(self, result: events_pb2.GenerationResult) -> bool:
+        job = result.job_id
+        keys = [self._k(job, "items"), self._k(job, "results"), self._k(job, "counts")]
+        args: list[bytes | str | int | float] = [
+            result.item_id,
+            result.status,
+            result.SerializeToString(),
+            result.cost.amount_nanos,
+            time.time(),
+        ]
+        recorded = bool(await self._record(keys=keys, args=args))
+        if recorded:
+            for key in keys:
+                await self._client.expire(key, self._ttl)
+        return recorded
+
+    async def status(self, job_id: str) -> JobStatus:
+        raw = {
+            k.decode(): v.decode() for k, v in (await self._client.hgetall(self._k(job_id, "counts"))).items()
+        }
+        return JobStatus(
+            counts={k: int(v) for k, v in raw.items() if k not in _META},
+            cost_nanos=int(raw.get("_cost", 0)),
+            cancelled=raw.get("_cancelled") == "1",
+            first_result_at=float(raw.get("_first", 0)),
+        )
+
+    async def results(self, job_id: str, cursor: int, limit: int) -> list[events_pb2.GenerationResult]:
+        raw = await self._client.lrange(self._k(job_id, "results"), cursor, cursor + limit - 1)
+        return [events_pb2.GenerationResult.FromString(r) for r in raw]
+
+    async def cancel(self, job_id: str) -> None:
+        await self._client.hset(self._k(job_id, "counts"), "_cancelled", "1")
+        await self._client.expire(self._k(job_id, "counts"), self._ttl)
+
+    async def is_cancelled(self, job_id: str) -> bool:
+        return await self._client.hget(self._k(job_id, "counts"), "_cancelled") == b"1"
+
+    async def claim_settlement(self, job_id: str) -> bool:
+        return bool(await self._client.set(self._k(job_id, "settled"), "1", nx=True, ex=self._ttl))
+
+    async def close(self) -> None:
+        await self._client.aclose()
