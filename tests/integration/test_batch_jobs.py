@@ -6,6 +6,7 @@ what is pending; with the job store in memory and in Redis."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -81,7 +82,9 @@ async def stub(
     )
     await server.start()
     async with grpc.aio.insecure_channel(server.address) as channel:
-        yield pb_grpc.GatewayServiceStub(channel)
+        stub = pb_grpc.GatewayServiceStub(channel)
+        stub.address = server.address  # type: ignore[attr-defined]  # for the CLI test
+        yield stub
     await server.stop(0)
     await wiring.close()
     await inference.close()
@@ -160,3 +163,44 @@ async def test_another_tenants_or_an_unknown_job_is_refused(stub: pb_grpc.Gatewa
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.GetBatch(pb.GetBatchRequest(job_id="job-nope"))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_the_cli_submits_follows_and_writes_results(
+    stub: pb_grpc.GatewayServiceStub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from aigc_gateway.cli import main
+
+    lines = [
+        json.dumps({"id": f"cli{i}", "variables": {"product": f"保温杯 {i}", "language": "zh"}})
+        for i in range(3)
+    ]
+    (tmp_path / "items.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    address = ["--address", stub.address]  # type: ignore[attr-defined]
+
+    def run(*argv: str) -> int:
+        try:
+            main(list(argv))
+        except SystemExit as done:
+            return int(done.code or 0)
+        return 0
+
+    code = await asyncio.to_thread(
+        run,
+        "batch",
+        "submit",
+        str(tmp_path / "items.jsonl"),
+        "--template",
+        "product_copy",
+        "--max-tokens",
+        "12",
+        *address,
+    )
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    job_id = out.strip().splitlines()[-1]
+    assert job_id.startswith("job-") and "3/3 done" in err
+    assert await asyncio.to_thread(run, "batch", "results", job_id, *address) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert sorted(r["id"] for r in rows) == ["cli0", "cli1", "cli2"] and all(
+        r["status"] == "succeeded" for r in rows
+    )

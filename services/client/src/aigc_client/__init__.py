@@ -7,7 +7,7 @@ Nothing the caller sends or receives (prompt, variables, answer, API key) is log
 """
 
 from .async_client import AsyncClient
-from .batch import BatchItem, BatchItemResult, BatchJob, BatchState, BatchSubmission
+from .batch import BatchItem, BatchItemResult, BatchJob, BatchState, BatchSubmission, ItemRejection
 from .errors import (
     AigcError,
     Cancelled,
@@ -46,6 +46,7 @@ __all__ = [
     "Finished",
     "Internal",
     "InvalidArgument",
+    "ItemRejection",
     "NotFound",
     "PermissionDenied",
     "ResourceExhausted",

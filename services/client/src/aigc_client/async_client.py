@@ -203,12 +203,21 @@ class AsyncClient:
         model: str = "",
         deadline: datetime | None = None,
         client_token: str = "",
+        all_or_nothing: bool = False,
+        max_tokens: int = 0,
         timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> BatchSubmission:
         """Submits a batch job (see :meth:`aigc_client.Client.submit_batch`)."""
         token = client_token or uuid.uuid4().hex
         request = convert.submit_batch_request(
-            template=template, items=items, label=label, model=model, deadline=deadline, client_token=token
+            template=template,
+            items=items,
+            label=label,
+            model=model,
+            deadline=deadline,
+            client_token=token,
+            all_or_nothing=all_or_nothing,
+            max_tokens=max_tokens,
         )
         reply = await self._unary("SubmitBatch", request, timeout)
         return convert.batch_submission_from_pb(reply, token)
@@ -219,10 +228,10 @@ class AsyncClient:
         return convert.batch_job_from_pb(reply)
 
     async def stream_batch_results(
-        self, job_id: str, *, timeout: Timeout = None
+        self, job_id: str, *, cursor: int = 0, timeout: Timeout = None
     ) -> AsyncGenerator[BatchItemResult, None]:
         """Streams a job's item results, each once; no deadline unless ``timeout`` is given."""
-        request = pb.StreamBatchResultsRequest(job_id=job_id)
+        request = pb.StreamBatchResultsRequest(job_id=job_id, cursor=cursor)
         async with aclosing(self._server_stream("StreamBatchResults", request, timeout)) as responses:
             async for response in responses:
                 yield convert.batch_item_result_from_pb(response)

@@ -38,6 +38,17 @@ class BatchSubmission:
     """Worst-case cost of the whole job, reserved against the tenant's budget."""
     client_token: str
     """Idempotency key the job was submitted with; resubmitting with it returns the same job."""
+    rejected: tuple[ItemRejection, ...] = ()
+    """Items refused at submission (not part of the job), with the field at fault."""
+
+
+@dataclass(frozen=True, slots=True)
+class ItemRejection:
+    """An item the gateway refused at submission."""
+
+    item_id: str
+    field: str
+    message: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +63,13 @@ class BatchJob:
     """Items that failed, including dead-lettered ones."""
     cost: Cost
     """Cost so far."""
+    pending_items: int = 0
+    blocked_items: int = 0
+    expired_items: int = 0
+    cancelled_items: int = 0
+    eta_seconds: float = 0.0
+    """Seconds until every item has a result at the rate so far; 0 when done or unknown."""
+    estimated_cost: Cost | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,3 +83,5 @@ class BatchItemResult:
     error: str
     usage: Usage
     cost: Cost
+    cursor: int = 0
+    """Position in the job's results; pass it to ``stream_batch_results`` to resume after it."""

@@ -9,7 +9,7 @@ from decimal import Decimal
 from aigc.common.v1 import common_pb2
 from aigc.gateway.v1 import gateway_pb2 as pb
 
-from .batch import BatchItem, BatchItemResult, BatchJob, BatchState, BatchSubmission
+from .batch import BatchItem, BatchItemResult, BatchJob, BatchState, BatchSubmission, ItemRejection
 from .events import Cost, Delta, Event, Finished, FinishReason, SafetyEvent, Started, Usage
 
 BatchItems = Mapping[str, Mapping[str, str]] | Iterable[BatchItem]
@@ -133,6 +133,8 @@ def submit_batch_request(
     model: str,
     deadline: datetime | None,
     client_token: str,
+    all_or_nothing: bool = False,
+    max_tokens: int = 0,
 ) -> pb.SubmitBatchRequest:
     request = pb.SubmitBatchRequest(
         template_id=template,
@@ -140,6 +142,8 @@ def submit_batch_request(
         items=batch_items_to_pb(items),
         model=model,
         client_token=client_token,
+        all_or_nothing=all_or_nothing,
+        max_tokens=max_tokens,
     )
     if deadline is not None:
         if deadline.tzinfo is None:
@@ -163,6 +167,7 @@ def batch_submission_from_pb(reply: pb.SubmitBatchResponse, client_token: str) -
         item_count=reply.item_count,
         estimated_cost=cost_from_pb(reply.estimated_cost),
         client_token=client_token,
+        rejected=tuple(ItemRejection(e.item_id, e.field, e.message) for e in reply.rejected),
     )
 
 
@@ -174,6 +179,12 @@ def batch_job_from_pb(reply: pb.GetBatchResponse) -> BatchJob:
         succeeded_items=reply.succeeded_items,
         failed_items=reply.failed_items,
         cost=cost_from_pb(reply.cost),
+        pending_items=reply.pending_items,
+        blocked_items=reply.blocked_items,
+        expired_items=reply.expired_items,
+        cancelled_items=reply.cancelled_items,
+        eta_seconds=reply.eta_seconds,
+        estimated_cost=cost_from_pb(reply.estimated_cost),
     )
 
 
@@ -185,6 +196,7 @@ def batch_item_result_from_pb(reply: pb.BatchItemResult) -> BatchItemResult:
         error=reply.error,
         usage=usage_from_pb(reply.usage),
         cost=cost_from_pb(reply.cost),
+        cursor=reply.cursor,
     )
 
 

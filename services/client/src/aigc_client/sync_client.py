@@ -205,6 +205,8 @@ class Client:
         model: str = "",
         deadline: datetime | None = None,
         client_token: str = "",
+        all_or_nothing: bool = False,
+        max_tokens: int = 0,
         timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> BatchSubmission:
         """Submits a batch job. ``items``: ``BatchItem`` values or ``{item_id: variables}``.
@@ -214,7 +216,14 @@ class Client:
         """
         token = client_token or uuid.uuid4().hex
         request = convert.submit_batch_request(
-            template=template, items=items, label=label, model=model, deadline=deadline, client_token=token
+            template=template,
+            items=items,
+            label=label,
+            model=model,
+            deadline=deadline,
+            client_token=token,
+            all_or_nothing=all_or_nothing,
+            max_tokens=max_tokens,
         )
         reply = self._unary("SubmitBatch", request, timeout)
         return convert.batch_submission_from_pb(reply, token)
@@ -225,11 +234,11 @@ class Client:
         return convert.batch_job_from_pb(reply)
 
     def stream_batch_results(
-        self, job_id: str, *, timeout: Timeout = None
+        self, job_id: str, *, cursor: int = 0, timeout: Timeout = None
     ) -> Generator[BatchItemResult, None, None]:
         """Streams a job's item results, each once, as they become available. No deadline unless
         ``timeout`` is given: the stream follows the job, which may run for hours."""
-        request = pb.StreamBatchResultsRequest(job_id=job_id)
+        request = pb.StreamBatchResultsRequest(job_id=job_id, cursor=cursor)
         with closing(self._server_stream("StreamBatchResults", request, timeout)) as responses:
             for response in responses:
                 yield convert.batch_item_result_from_pb(response)

@@ -6,6 +6,8 @@ aigc chat "question"                      stream an answer from the chat templat
 aigc generate --template ID --var k=v     stream an answer from any template
 aigc safety eval --dataset FILE.jsonl     precision/recall/latency of input checks on labelled lines
 aigc keygen [--key-id ID]                 a new API key and the hash entry for the tenants file
+aigc batch submit FILE.jsonl --template ID  submit a job and follow it with a progress line
+aigc batch status JOB | results JOB         a job's counts; its results as JSON lines
 aigc down                                 stop what `up` started
 """
 
@@ -224,6 +226,89 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return _stream(args, template=args.template, label=args.label, variables=_parse_vars(args.var))
 
 
+def _read_items(path: Path) -> dict[str, dict[str, str]]:
+    """JSON lines of ``{"id": ..., "variables": {...}}`` (``item_id`` works for ``id`` too)."""
+    items: dict[str, dict[str, str]] = {}
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                item_id = str(row.get("id") or row.get("item_id") or "")
+                variables = {str(k): str(v) for k, v in dict(row.get("variables") or {}).items()}
+            except (ValueError, TypeError, AttributeError) as exc:
+                raise SystemExit(
+                    f'{path} line {number}: expected {{"id": ..., "variables": {{...}}}} ({exc})'
+                ) from None
+            if not item_id or item_id in items:
+                raise SystemExit(f"{path} line {number}: missing or repeated id {item_id!r}")
+            items[item_id] = variables
+    return items
+
+
+def _progress(job: Any) -> str:
+    done = job.total_items - job.pending_items
+    width = 30
+    filled = int(width * done / job.total_items) if job.total_items else width
+    eta = f"ETA {job.eta_seconds:.0f}s" if job.eta_seconds else ""
+    return (
+        f"[{'#' * filled}{'.' * (width - filled)}] {done}/{job.total_items} done, "
+        f"{job.failed_items + job.blocked_items + job.expired_items} failed, "
+        f"cost {job.cost.amount:.6f} {job.cost.currency} {eta}"
+    )
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from aigc_client import AigcError, BatchState, Client
+
+    with Client(args.address, args.api_key, timeout=args.timeout) as client:
+        try:
+            if args.batch_command == "submit":
+                items = _read_items(Path(args.file))
+                job = client.submit_batch(
+                    args.template,
+                    items,
+                    label=args.label,
+                    max_tokens=args.max_tokens,
+                    all_or_nothing=args.all_or_nothing,
+                )
+                for rejected in job.rejected:
+                    print(
+                        f"[batch] rejected {rejected.item_id}: {rejected.field}: {rejected.message}",
+                        file=sys.stderr,
+                    )
+                print(
+                    f"[batch] job {job.job_id}: {job.item_count} items, worst case "
+                    f"{job.estimated_cost.amount:.6f} {job.estimated_cost.currency} reserved",
+                    file=sys.stderr,
+                )
+                print(job.job_id)
+                while True:
+                    state = client.get_batch(job.job_id)
+                    print(f"\r{_progress(state)}", end="", file=sys.stderr, flush=True)
+                    if state.state in (BatchState.COMPLETED, BatchState.CANCELLED, BatchState.EXPIRED):
+                        print(file=sys.stderr)
+                        return 0
+                    time.sleep(1.0)
+            if args.batch_command == "status":
+                print(_progress(client.get_batch(args.job)))
+                return 0
+            for result in client.stream_batch_results(args.job, cursor=args.cursor):
+                row: dict[str, object] = {
+                    "id": result.item_id,
+                    "status": result.status,
+                    "text": result.text,
+                    "error": result.error,
+                    "cursor": result.cursor,
+                }
+                print(json.dumps(row, ensure_ascii=False), flush=True)
+            return 0
+        except AigcError as exc:
+            print(f"error: {exc.code.name}: {exc.details}", file=sys.stderr)
+            return 1
+
+
 def cmd_keygen(args: argparse.Namespace) -> int:
     from aigc_gateway.tenants import new_key
 
@@ -276,6 +361,28 @@ def main(argv: list[str] | None = None) -> None:
         )
         p.add_argument("--timeout", type=float, default=300, help="seconds to wait for the whole answer")
         p.set_defaults(func=cmd_chat if name == "chat" else cmd_generate)
+
+    batch = sub.add_parser("batch", help="batch jobs").add_subparsers(dest="batch_command", required=True)
+    submit = batch.add_parser("submit", help="submit FILE.jsonl and follow the job")
+    submit.add_argument("file", help='JSON lines: {"id": ..., "variables": {...}}')
+    submit.add_argument("--template", required=True, help="template id")
+    submit.add_argument("--label", default="", help="template label (default production)")
+    submit.add_argument(
+        "--max-tokens", type=int, default=0, help="answer length cap per item (0 = template's)"
+    )
+    submit.add_argument("--all-or-nothing", action="store_true", help="refuse the job if any item is invalid")
+    status = batch.add_parser("status", help="a job's counts, cost and ETA")
+    status.add_argument("job")
+    results = batch.add_parser("results", help="a job's results as JSON lines, each item once")
+    results.add_argument("job")
+    results.add_argument("--cursor", type=int, default=0, help="resume after this many results")
+    for p in (submit, status, results):
+        p.add_argument("--address", default=GATEWAY.address, help="gateway host:port")
+        p.add_argument(
+            "--api-key", default=os.environ.get("AIGC_API_KEY", ""), help="API key (default: $AIGC_API_KEY)"
+        )
+        p.add_argument("--timeout", type=float, default=60, help="seconds per call")
+        p.set_defaults(func=cmd_batch)
 
     keygen = sub.add_parser("keygen", help="a new API key and its tenants-file entry")
     keygen.add_argument(
