@@ -52,10 +52,11 @@ class Wiring:
     async def close(self) -> None:
         for task in self.tasks:
             task.cancel()
-        for channel in self.channels:
-            await channel.close()
+        # Closers first: workers finishing their batch still call the remote ports.
         for closer in self.closers:
             await closer()
+        for channel in self.channels:
+            await channel.close()
 
 
 async def build_gateway(
@@ -193,15 +194,27 @@ async def _build_batch(
         wiring.tasks.append(asyncio.get_running_loop().create_task(tracker.run()))
     pipeline = BatchPipeline(wiring.gateway, wiring.directory.tenants)
     metrics = BatchMetrics(runtime.registry) if batch.workers else None
+    workers: list[tuple[BatchWorker, asyncio.Task[None]]] = []
     for index in range(batch.workers):
         worker = BatchWorker(
             settings.kafka,
-            WorkerConfig(group_id=batch.worker_group, worker_index=index, topics=topics),
+            WorkerConfig(
+                group_id=batch.worker_group, worker_index=batch.worker_index_base + index, topics=topics
+            ),
             pipeline,
             is_cancelled=store.is_cancelled,
             metrics=metrics,
         )
-        wiring.tasks.append(asyncio.get_running_loop().create_task(worker.run()))
+        workers.append((worker, asyncio.get_running_loop().create_task(worker.run())))
+
+    async def stop_workers() -> None:
+        # Graceful: the batch in hand commits, then each worker leaves the group.
+        for worker, _ in workers:
+            worker.stop()
+        await asyncio.wait([task for _, task in workers], timeout=30)
+
+    if workers:
+        wiring.closers.insert(0, stop_workers)
 
 
 def directory(settings: GatewaySettings, prices: Mapping[str, Price]) -> Directory:

@@ -36,6 +36,12 @@ class BatchSettings(BaseModel):
         0, ge=0, le=64, description="Batch workers to run inside this process (0: separate processes)."
     )
     worker_group: str = Field("aigc-batch", description="Consumer group of the workers.")
+    worker_index_base: int = Field(
+        0,
+        ge=0,
+        description="Index of this process's first worker; transactional ids derive from it, so "
+        "every worker process needs its own range (e.g. the StatefulSet ordinal times workers).",
+    )
     topic_prefix: str = Field(
         "", description="Prefix of the batch topics (tests); empty means the standard names."
     )
