@@ -28,7 +28,7 @@ from aigc_common.types import (
     Usage,
 )
 from aigc_gateway.adapters.inprocess import InProcessCache
-from aigc_gateway.core import Delta, Finished, Gateway, GatewayRequest, schema_problem
+from aigc_gateway.core import Delta, Finished, Gateway, GatewayRequest, Started, schema_problem
 from aigc_gateway.metrics import GatewayMetrics
 from aigc_gateway.tenants import Tenant, TenantSpec
 from aigc_prompt.core import RenderedPrompt
@@ -220,3 +220,32 @@ async def test_a_template_that_allows_it_streams_reasoning_apart_before_the_answ
     assert answer == "24 个"
     first_answer = next(i for i, d in enumerate(deltas) if not d.reasoning)
     assert all(d.reasoning for d in deltas[:first_answer]), "reasoning comes first, the answer last"
+
+
+class SampledPrompt(FixedPrompt):
+    def __init__(self, allow_sampled: bool) -> None:
+        self.allow_sampled = allow_sampled
+
+    async def render(
+        self, tenant_id: str, template_id: str, variables: Mapping[str, str], label: str, version: int
+    ) -> RenderedPrompt:
+        rendered = await super().render(tenant_id, template_id, variables, label, version)
+        return replace(
+            rendered,
+            json_schema="",
+            sampling=SamplingParams(max_tokens=32, temperature=0.8),
+            cache_sampled=self.allow_sampled,
+        )
+
+
+@pytest.mark.parametrize("allow_sampled", [False, True])
+async def test_sampled_answers_are_cached_only_when_the_template_allows_it(allow_sampled: bool) -> None:
+    inference = ScriptedInference(["A red apple.", "A green apple."])
+    gateway = _gateway(inference, SampledPrompt(allow_sampled))
+    runs = []
+    for _ in range(2):
+        runs.append([e async for e in gateway.generate(ACME, GatewayRequest(template_id="apple"))])
+    second_started = runs[1][0]
+    assert isinstance(second_started, Started)
+    assert second_started.cache_hit is allow_sampled
+    assert len(inference.requests) == (1 if allow_sampled else 2)
