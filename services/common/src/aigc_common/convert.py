@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from aigc.common.v1 import common_pb2
 from aigc_common.errors import InvalidArgument
 from aigc_common.types import ChatMessage, FinishReason, Role, SamplingParams, Usage
@@ -80,3 +82,10 @@ def finish_to_pb(f: FinishReason) -> common_pb2.FinishReason.ValueType:
 
 def finish_from_pb(f: common_pb2.FinishReason.ValueType) -> FinishReason:
     return _FINISH_FROM_PB.get(f, FinishReason.ERROR)
+
+
+def timestamp_to_pb(seconds: float) -> Timestamp:
+    """A wall-clock time in seconds (``time.time()``) as a protobuf Timestamp, to the nanosecond."""
+    ts = Timestamp()
+    ts.FromNanoseconds(round(seconds * 1e9))
+    return ts

@@ -18,6 +18,7 @@ reached), ``close()`` releases everything. Both are context managers.
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -37,6 +38,8 @@ from opentelemetry import propagate, trace
 from aigc.events.v1 import events_pb2
 from aigc_common.errors import Unavailable
 from aigc_common.settings import KafkaSettings
+
+_log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=Message)
 
@@ -347,6 +350,18 @@ class EventProducer:
         return self._client().send(
             topic, value=serialize(message), key=key.encode(), headers=record_headers(message, headers)
         )
+
+    def send_or_log(self, topic: str, key: str, message: Message, *, what: str, request_id: str) -> None:
+        """Queues ``message`` without waiting; a record the broker finally refuses is logged with
+        ``request_id`` (never the payload), so a lost audit or usage record is at least visible."""
+        future = self.send(topic, key, message)
+
+        def failed(exc: Any) -> None:
+            _log.error(
+                f"{what} not delivered", extra={"fields": {"request_id": request_id, "error": str(exc)}}
+            )
+
+        future.add_errback(failed)
 
     def flush(self, timeout_s: float | None = None) -> None:
         """Waits until every queued record is acknowledged (or failed)."""

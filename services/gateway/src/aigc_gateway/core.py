@@ -376,9 +376,12 @@ class Gateway:
         finally:
             await check.close()
 
-    async def _plain(self, run: _Run) -> AsyncIterator[Delta | tuple[str, FinishReason]]:
-        """Streams the answer through output moderation: only checked text reaches the caller."""
-        check = await self._open(run)
+    async def _moderated(
+        self, run: _Run, *, reasoning: bool, show: bool
+    ) -> AsyncIterator[Delta | tuple[str, FinishReason]]:
+        """One model call streamed through output moderation: checked text is yielded as deltas
+        (when ``show``), then the whole completion and its finish reason."""
+        check = await self._open(run, reasoning=reasoning)
         parts: list[str] = []
         reason = FinishReason.STOP
         try:
@@ -390,43 +393,32 @@ class Gateway:
                 released = await check.feed(piece)
                 if check.violation is not None:
                     raise _Stopped(check.violation)
-                if released:
-                    yield Delta(released)
+                if released and show:
+                    yield Delta(released, reasoning=reasoning)
             rest = await check.finish()
             if check.violation is not None:
                 raise _Stopped(check.violation)
-            if rest:
-                yield Delta(rest)
+            if rest and show:
+                yield Delta(rest, reasoning=reasoning)
         finally:
             await check.close()
         yield "".join(parts), reason
+
+    def _plain(self, run: _Run) -> AsyncIterator[Delta | tuple[str, FinishReason]]:
+        """Streams the answer through output moderation: only checked text reaches the caller."""
+        return self._moderated(run, reasoning=False, show=True)
 
     async def _reasoning(self, run: _Run) -> AsyncIterator[Delta | tuple[str, FinishReason]]:
         """Chain of thought: the completion is checked under the reasoning policy while it streams
         (shown to the caller only if the template allows), then the final answer is parsed out of it
         and checked and sent as the answer."""
-        check = await self._open(run, reasoning=True)
-        parts: list[str] = []
-        reason = FinishReason.STOP
-        try:
-            async for piece in self._stream_model(run, run.rendered.messages):
-                if isinstance(piece, GenerationFinished):
-                    reason = piece.finish_reason
-                    continue
-                parts.append(piece)
-                released = await check.feed(piece)
-                if check.violation is not None:
-                    raise _Stopped(check.violation)
-                if released and run.rendered.show_reasoning:
-                    yield Delta(released, reasoning=True)
-            rest = await check.finish()
-            if check.violation is not None:
-                raise _Stopped(check.violation)
-            if rest and run.rendered.show_reasoning:
-                yield Delta(rest, reasoning=True)
-        finally:
-            await check.close()
-        answer = await self._checked_whole(run, extract_answer("".join(parts), "en").answer)
+        completion, reason = "", FinishReason.STOP
+        async for item in self._moderated(run, reasoning=True, show=run.rendered.show_reasoning):
+            if isinstance(item, Delta):
+                yield item
+            else:
+                completion, reason = item
+        answer = await self._checked_whole(run, extract_answer(completion, "en").answer)
         for chunk in _chunks(answer):
             yield chunk
         yield answer, reason

@@ -63,7 +63,8 @@ NO_INFRA_ENV = "AIGC_STACK_NO_INFRA"
 def service_env(spec: ServiceSpec, single_process: bool = False) -> dict[str, str]:
     """Environment defaults that put a service on its stack ports (explicit env wins). With the
     local Kafka and Redis up, state that replicas share lives there: budgets, rate limits and the
-    cache in Redis; usage and safety audit records on Kafka."""
+    cache in Redis; usage and safety audit records on Kafka (the settings' default addresses are the
+    local stack's)."""
     env = {
         f"{spec.env_prefix}GRPC__PORT": str(spec.grpc_port),
         f"{spec.env_prefix}METRICS__PORT": str(spec.metrics_port),
@@ -71,19 +72,15 @@ def service_env(spec: ServiceSpec, single_process: bool = False) -> dict[str, st
     if os.environ.get(NO_INFRA_ENV) != "1":
         if spec.name in ("gateway", "cache"):
             env["AIGC_CACHE_STORE"] = "redis"
-            env["AIGC_CACHE_REDIS__URL"] = "redis://127.0.0.1:16379/0"
         if spec.name == "gateway":
             env["AIGC_GATEWAY_COUNTERS"] = "redis"
-            env["AIGC_GATEWAY_REDIS__URL"] = "redis://127.0.0.1:16379/0"
             env["AIGC_GATEWAY_USAGE_SINK"] = "kafka"
-            env["AIGC_GATEWAY_KAFKA__BOOTSTRAP_SERVERS"] = "127.0.0.1:19092"
             # Batch jobs: API, tracker and one worker in the gateway process, jobs in Redis.
             env["AIGC_GATEWAY_BATCH__ENABLED"] = "true"
             env["AIGC_GATEWAY_BATCH__STORE"] = "redis"
             env["AIGC_GATEWAY_BATCH__WORKERS"] = "1"
         if spec.name in ("gateway", "safety"):
             env["AIGC_SAFETY_AUDIT__SINK"] = "kafka"
-            env["AIGC_SAFETY_KAFKA__BOOTSTRAP_SERVERS"] = "127.0.0.1:19092"
     if spec.name == "gateway" and single_process:
         for port in ("PROMPT", "SAFETY", "CACHE", "INFERENCE"):
             env[f"AIGC_GATEWAY_{port}__MODE"] = "inprocess"

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from aigc.prompt.v1 import prompt_pb2 as pb
-from aigc_common.convert import messages_from_pb, messages_to_pb, sampling_from_pb, sampling_to_pb
+from aigc_common.convert import (
+    messages_from_pb,
+    messages_to_pb,
+    sampling_from_pb,
+    sampling_to_pb,
+    timestamp_to_pb,
+)
 from aigc_prompt.core import RenderedPrompt
 from aigc_prompt.labels import LabelMove
 from aigc_prompt.templates import TemplateEntry, TemplateVersion
@@ -59,10 +63,12 @@ def summary_to_pb(entry: TemplateEntry, labels: dict[str, int]) -> pb.TemplateSu
 
 
 def label_move_to_pb(move: LabelMove) -> pb.LabelMove:
-    at = Timestamp()
-    at.FromNanoseconds(round(move.at * 1e9))
     return pb.LabelMove(
-        label=move.label, from_version=move.from_version, to_version=move.to_version, actor=move.actor, at=at
+        label=move.label,
+        from_version=move.from_version,
+        to_version=move.to_version,
+        actor=move.actor,
+        at=timestamp_to_pb(move.at),
     )
 
 

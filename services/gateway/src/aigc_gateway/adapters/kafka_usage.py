@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import logging
-from typing import Any
-
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from aigc.common.v1 import common_pb2
 from aigc.events.v1 import events_pb2
-from aigc_common.convert import usage_to_pb
+from aigc_common.convert import timestamp_to_pb, usage_to_pb
 from aigc_common.kafka import EventProducer
 from aigc_gateway.usage import UsageRecord
 
-log = logging.getLogger(__name__)
-
 
 def record_to_event(record: UsageRecord) -> events_pb2.UsageRecorded:
-    finished = Timestamp()
-    finished.FromNanoseconds(round(record.finished_at * 1e9))
     return events_pb2.UsageRecorded(
         request_id=record.request_id,
         tenant_id=record.tenant_id,
@@ -27,7 +18,7 @@ def record_to_event(record: UsageRecord) -> events_pb2.UsageRecorded:
         usage=usage_to_pb(record.usage),
         cost=common_pb2.Cost(currency=record.currency, amount_nanos=record.cost_nanos),
         cache_hit=record.cache_hit,
-        finished_at=finished,
+        finished_at=timestamp_to_pb(record.finished_at),
     )
 
 
@@ -40,15 +31,13 @@ class KafkaUsageSink:
         self._topic = topic
 
     def record(self, record: UsageRecord) -> None:
-        future = self._producer.send(self._topic, record.tenant_id, record_to_event(record))
-
-        def failed(exc: Any) -> None:
-            log.error(
-                "usage record not delivered",
-                extra={"fields": {"request_id": record.request_id, "error": str(exc)}},
-            )
-
-        future.add_errback(failed)
+        self._producer.send_or_log(
+            self._topic,
+            record.tenant_id,
+            record_to_event(record),
+            what="usage record",
+            request_id=record.request_id,
+        )
 
     def close(self) -> None:
         self._producer.close()

@@ -5,16 +5,14 @@ results from a cursor, cancel it. No gRPC or Kafka here: publishing goes through
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from aigc.events.v1 import events_pb2
+from aigc_common.convert import timestamp_to_pb
 from aigc_common.errors import InvalidArgument, NotFound, PermissionDenied
 from aigc_common.pricing import Price
 from aigc_common.types import SamplingParams
@@ -154,7 +152,7 @@ class BatchService:
         try:
             job = await self._store.create(job)
             # An unset deadline must stay unset: an empty Timestamp would read as 1970, long expired.
-            deadline = _timestamp(req.deadline) if req.deadline else None
+            deadline = timestamp_to_pb(req.deadline) if req.deadline else None
             await self._publisher.publish(
                 [
                     events_pb2.GenerationRequested(
@@ -239,9 +237,3 @@ async def settle_if_done(store: JobStore, budgets: Budgets, job_id: str) -> bool
         return False
     await budgets.settle(BudgetHold(job.tenant_id, job.hold_key, job.hold_nanos), status.cost_nanos)
     return True
-
-
-def _timestamp(seconds: float) -> Timestamp:
-    ts = Timestamp()
-    ts.FromNanoseconds(math.floor(seconds * 1e9))
-    return ts

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import logging
-from typing import Any
-
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from aigc.events.v1 import events_pb2
+from aigc_common.convert import timestamp_to_pb
 from aigc_common.kafka import EventProducer
 from aigc_safety.audit import AuditRecord
 
-log = logging.getLogger(__name__)
-
 
 def record_to_event(record: AuditRecord) -> events_pb2.SafetyAudited:
-    decided = Timestamp()
-    decided.FromNanoseconds(round(record.decided_at * 1e9))
     return events_pb2.SafetyAudited(
         request_id=record.request_id,
         tenant_id=record.tenant_id,
@@ -26,7 +18,7 @@ def record_to_event(record: AuditRecord) -> events_pb2.SafetyAudited:
         rule_ids=list(record.rule_ids),
         categories=list(record.categories),
         bundle_id=record.bundle_id,
-        decided_at=decided,
+        decided_at=timestamp_to_pb(record.decided_at),
     )
 
 
@@ -42,15 +34,13 @@ class KafkaAuditSink:
         self._topic = topic
 
     def record(self, record: AuditRecord) -> None:
-        future = self._producer.send(self._topic, record.tenant_id or "-", record_to_event(record))
-
-        def failed(exc: Any) -> None:
-            log.error(
-                "safety audit record not delivered",
-                extra={"fields": {"request_id": record.request_id, "error": str(exc)}},
-            )
-
-        future.add_errback(failed)
+        self._producer.send_or_log(
+            self._topic,
+            record.tenant_id or "-",
+            record_to_event(record),
+            what="safety audit record",
+            request_id=record.request_id,
+        )
 
     def close(self) -> None:
         self._producer.close()
