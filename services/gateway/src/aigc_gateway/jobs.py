@@ -11,7 +11,7 @@ replicas share; losing it is recoverable by replaying the results topic into a f
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -69,6 +69,10 @@ class JobStore(Protocol):
         """Keeps the first result of an item; False (and nothing changed) for a repeat."""
         ...
 
+    async def record_many(self, results: Sequence[events_pb2.GenerationResult]) -> list[bool]:
+        """:meth:`record` for each result, in order, in as few round trips as the store allows."""
+        ...
+
     async def status(self, job_id: str) -> JobStatus: ...
 
     async def results(self, job_id: str, cursor: int, limit: int) -> list[events_pb2.GenerationResult]:
@@ -115,6 +119,9 @@ class MemoryJobStore:
 
     async def find_by_token(self, tenant_id: str, client_token: str) -> str | None:
         return self._tokens.get((tenant_id, client_token))
+
+    async def record_many(self, results: Sequence[events_pb2.GenerationResult]) -> list[bool]:
+        return [await self.record(result) for result in results]
 
     async def record(self, result: events_pb2.GenerationResult) -> bool:
         items = self._items.get(result.job_id)

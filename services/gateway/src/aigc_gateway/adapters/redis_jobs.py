@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -17,13 +18,14 @@ import redis.asyncio as aioredis
 from aigc.events.v1 import events_pb2
 from aigc_gateway.jobs import JobRecord, JobStatus
 
-# KEYS items, results, counts; ARGV item id, status, serialized result, cost nanos, now.
+# KEYS items, results, counts; ARGV item id, status, serialized result, cost nanos, now, ttl seconds.
 _RECORD = """
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
 redis.call('RPUSH', KEYS[2], ARGV[3])
 redis.call('HINCRBY', KEYS[3], ARGV[2], 1)
 redis.call('HINCRBY', KEYS[3], '_cost', ARGV[4])
 redis.call('HSETNX', KEYS[3], '_first', ARGV[5])
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[6]) end
 return 1
 """
 _META = ("_cost", "_first", "_cancelled")
@@ -58,20 +60,25 @@ class RedisJobStore:
         return raw.decode() if raw else None
 
     async def record(self, result: events_pb2.GenerationResult) -> bool:
-        job = result.job_id
-        keys = [self._k(job, "items"), self._k(job, "results"), self._k(job, "counts")]
-        args: list[bytes | str | int | float] = [
-            result.item_id,
-            result.status,
-            result.SerializeToString(),
-            result.cost.amount_nanos,
-            time.time(),
-        ]
-        recorded = bool(await self._record(keys=keys, args=args))
-        if recorded:
-            for key in keys:
-                await self._client.expire(key, self._ttl)
-        return recorded
+        return (await self.record_many([result]))[0]
+
+    async def record_many(self, results: Sequence[events_pb2.GenerationResult]) -> list[bool]:
+        # One round trip for the lot: the tracker records a whole poll of results at once.
+        now = time.time()
+        pipe = self._client.pipeline(transaction=False)
+        for result in results:
+            job = result.job_id
+            keys = [self._k(job, "items"), self._k(job, "results"), self._k(job, "counts")]
+            args: list[bytes | str | int | float] = [
+                result.item_id,
+                result.status,
+                result.SerializeToString(),
+                result.cost.amount_nanos,
+                now,
+                self._ttl,
+            ]
+            await self._record(keys=keys, args=args, client=pipe)
+        return [bool(recorded) for recorded in await pipe.execute()] if results else []
 
     async def status(self, job_id: str) -> JobStatus:
         raw = {

@@ -42,10 +42,8 @@ class ResultTracker:
         try:
             while not self._stopping.is_set():
                 events = await asyncio.to_thread(self._consumer.poll_batch, 0.5)
-                jobs: set[str] = set()
-                for event in events:
-                    if await self._store.record(event.message):
-                        jobs.add(event.message.job_id)
+                recorded = await self._store.record_many([event.message for event in events])
+                jobs = {event.message.job_id for event, new in zip(events, recorded, strict=True) if new}
                 for job_id in jobs:
                     if await settle_if_done(self._store, self._budgets, job_id):
                         log.info("batch job complete", extra={"fields": {"job_id": job_id}})

@@ -74,7 +74,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
@@ -160,6 +160,10 @@ class WorkerConfig:
     """Longest time between polls (one batch's processing) before the group evicts this worker."""
     failure_backoff_s: float = 1.0
     """Pause after an aborted transaction before the batch is consumed again."""
+    cancel_check_interval_s: float = 1.0
+    """How long one answer of the job store to "is this job cancelled?" stands. Items of a job
+    share it, so a 10,000-item job costs a store round trip a second, not one per item; a
+    cancellation reaches the workers within this time."""
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -168,6 +172,10 @@ class WorkerConfig:
             raise ValueError(f"max_attempts must be at least 1, got {self.max_attempts}")
         if self.max_poll_records < 1:
             raise ValueError(f"max_poll_records must be at least 1, got {self.max_poll_records}")
+        if self.cancel_check_interval_s < 0:
+            raise ValueError(
+                f"cancel_check_interval_s must not be negative, got {self.cancel_check_interval_s}"
+            )
         if self.worker_index < 0:
             raise ValueError(f"worker_index must not be negative, got {self.worker_index}")
 
@@ -301,7 +309,14 @@ class BatchWorker:
         self.config = config
         self.transactional_id = config.resolved_transactional_id()
         self._process = process
+        # An object with an async __call__ (BatchPipeline) is a coroutine function too: it runs on
+        # the loop, not through a thread hop per item.
+        self._process_is_async = inspect.iscoroutinefunction(process) or inspect.iscoroutinefunction(
+            type(process).__call__
+        )
         self._is_cancelled: CancelCheck = is_cancelled or (lambda _job_id: False)
+        # job id -> (when asked, the answer being fetched or fetched); see cancel_check_interval_s.
+        self._cancel_answers: dict[str, tuple[float, asyncio.Future[bool]]] = {}
         self.metrics = metrics or BatchMetrics(registry if registry is not None else CollectorRegistry())
         self._clock = clock
         self._rng = rng or random.Random()
@@ -549,6 +564,17 @@ class BatchWorker:
                 return _poison(exc, attempt)
 
     async def _cancelled(self, job_id: str) -> bool:
+        now = time.monotonic()
+        known = self._cancel_answers.get(job_id)
+        if known is None or now - known[0] >= self.config.cancel_check_interval_s:
+            if len(self._cancel_answers) >= 4096:  # jobs long finished: forget their answers
+                self._cancel_answers.clear()
+            known = (now, asyncio.ensure_future(self._ask_cancelled(job_id)))
+            self._cancel_answers[job_id] = known
+        # Shielded: one item being cancelled must not cancel the answer its siblings await.
+        return await asyncio.shield(known[1])
+
+    async def _ask_cancelled(self, job_id: str) -> bool:
         try:
             return bool(await _maybe_await(self._is_cancelled(job_id)))
         except Exception:
@@ -559,8 +585,8 @@ class BatchWorker:
 
     async def _call_process(self, request: GenerationRequested, deadline: float | None) -> GenerationResult:
         async def call() -> GenerationResult:
-            if inspect.iscoroutinefunction(self._process):
-                return await self._process(request)
+            if self._process_is_async:
+                return await cast(Awaitable[GenerationResult], self._process(request))
             # A sync pipeline must not block the loop that runs the other items and the commits.
             return await _maybe_await(await asyncio.to_thread(self._process, request))
 
