@@ -218,10 +218,20 @@ def test_every_item_gets_exactly_one_committed_result_and_the_offsets_are_commit
     registry = CollectorRegistry()
     worker = BatchWorker(kafka, config(topics, group), answer, registry=registry)
 
+    lag_labels = {"topic": topics.generation_requests, "group": group}
     with running(worker), reading(kafka, topics.generation_results, f"{unique_name}-reader") as results:
         results.until(lambda events: len(events) >= n)
         results.settle()
+        # Read while the worker still runs: a stopped worker withdraws its part of the gauge.
+        deadline = time.monotonic() + DEADLINE_S
+        while (
+            registry.get_sample_value("aigc_kafka_consumer_lag", lag_labels) != 0
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.2)
+        lag = registry.get_sample_value("aigc_kafka_consumer_lag", lag_labels)
 
+    assert lag == 0, f"consumer lag gauge is {lag} (None: never set) after every item was processed"
     item_ids = [e.message.item_id for e in results.events]
     assert Counter(item_ids) == Counter(r.item_id for r in requests)  # each exactly once
     for event in results.events:

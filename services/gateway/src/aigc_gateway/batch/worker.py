@@ -77,10 +77,10 @@ from functools import partial
 from typing import Any, TypeVar, cast
 
 from kafka import KafkaConsumer, KafkaProducer
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from opentelemetry import trace
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from aigc.events.v1 import events_pb2
 from aigc_common.errors import AigcError, DeadlineExceeded, ResourceExhausted, Unavailable
@@ -121,6 +121,10 @@ SOURCE_HEADER = "aigc-source"
 """Dead-letter header: ``topic/partition/offset`` of the request record, for replay and forensics."""
 
 _MAX_HEADER_TEXT = 1000  # a header is for a human reading the DLQ; keep a runaway message bounded
+
+LAG_INTERVAL_S = 1.0
+"""Least time between two consumer-lag measurements of one worker (each is a broker round trip)."""
+_LAG_TIMEOUT_MS = 1000  # one measurement; while the broker is away it is skipped, not waited for
 
 
 # --------------------------------------------------------------------------------------------
@@ -164,6 +168,9 @@ class WorkerConfig:
     """How long one answer of the job store to "is this job cancelled?" stands. Items of a job
     share it, so a 10,000-item job costs a store round trip a second, not one per item; a
     cancellation reaches the workers within this time."""
+    commit_timeout_s: float = 30.0
+    """Longest wait for each step of a batch's transaction (flush, offsets, commit, abort). A step
+    that takes longer (the broker is away) makes the worker replace its producer; see ``_commit``."""
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -176,6 +183,8 @@ class WorkerConfig:
             raise ValueError(
                 f"cancel_check_interval_s must not be negative, got {self.cancel_check_interval_s}"
             )
+        if self.commit_timeout_s <= 0:
+            raise ValueError(f"commit_timeout_s must be positive, got {self.commit_timeout_s}")
         if self.worker_index < 0:
             raise ValueError(f"worker_index must not be negative, got {self.worker_index}")
 
@@ -202,6 +211,26 @@ class BatchMetrics:
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
             registry=registry,
         )
+        self.consumer_lag = Gauge(
+            "aigc_kafka_consumer_lag",
+            "Records of the topic not yet fetched by the group's workers in this process: the sum over "
+            "their assigned partitions of (end offset - position), measured after polls.",
+            ["topic", "group"],
+            registry=registry,
+        )
+        # Workers sharing these metrics each own some partitions; the gauge is the sum of their parts.
+        self._lag_parts: dict[tuple[str, str], dict[int, int]] = defaultdict(dict)
+        self._lag_lock = threading.Lock()
+
+    def set_lag(self, topic: str, group: str, worker: int, lag: int | None) -> None:
+        """Records one worker's lag on ``topic`` (``None``: it holds no partitions any more)."""
+        with self._lag_lock:
+            parts = self._lag_parts[(topic, group)]
+            if lag is None:
+                parts.pop(worker, None)
+            else:
+                parts[worker] = lag
+            self.consumer_lag.labels(topic, group).set(sum(parts.values()))
 
 
 # --------------------------------------------------------------------------------------------
@@ -327,6 +356,7 @@ class BatchWorker:
         self._executor: ThreadPoolExecutor | None = None
         self._consumer: Any = None
         self._producer: Any = None
+        self._lag_due = 0.0  # time.monotonic() of the next lag measurement
         self.committed_batches = 0
         """Transactions committed so far (for tests and status pages)."""
 
@@ -356,6 +386,14 @@ class BatchWorker:
                     await self._kafka(self._commit, outcomes)
                 except FatalTransactionError:
                     raise
+                except _ProducerStuck:
+                    log.warning(
+                        "batch transaction stuck; replacing the producer, the batch will be consumed again",
+                        exc_info=True,
+                        extra={"fields": {"transactional_id": self.transactional_id}},
+                    )
+                    await self._recover(outcomes)
+                    continue
                 except Exception:
                     # Aborted: nothing of this batch is visible. Consume it again from its first
                     # offsets; the pipeline runs again, the results are still published once.
@@ -375,6 +413,18 @@ class BatchWorker:
             self._executor.shutdown(wait=True)
             self._executor = None
 
+    async def _recover(self, outcomes: Sequence[_Outcome]) -> None:
+        """Replaces the producer, retrying until the broker answers or :meth:`stop` is called."""
+        while True:
+            try:
+                await self._kafka(self._replace_producer, outcomes)
+                return
+            except KafkaError:
+                if self._stopping.is_set():
+                    raise
+                log.warning("the broker is still unavailable; retrying", exc_info=True)
+                await asyncio.sleep(self.config.failure_backoff_s)
+
     async def _kafka(self, fn: Callable[..., T], *args: Any) -> T:
         if self._executor is None:
             raise RuntimeError("the Kafka thread exists only while run() runs")
@@ -384,18 +434,7 @@ class BatchWorker:
         servers = [s.strip() for s in self.kafka.bootstrap_servers.split(",") if s.strip()]
         client_id = f"{self.kafka.client_id}-batch-{self.config.worker_index}"
         try:
-            self._producer = KafkaProducer(
-                bootstrap_servers=servers,
-                client_id=client_id,
-                transactional_id=self.transactional_id,
-                enable_idempotence=True,
-                acks="all",
-                transaction_timeout_ms=int(self.config.transaction_timeout_s * 1000),
-                linger_ms=5,
-            )
-            # Fences any earlier producer with our id and aborts its open transaction (a crashed
-            # predecessor), so its half-written batch never becomes visible.
-            self._producer.init_transactions()
+            self._producer = self._new_producer()
             self._consumer = KafkaConsumer(
                 self.config.topics.generation_requests,
                 bootstrap_servers=servers,
@@ -417,7 +456,55 @@ class BatchWorker:
                 f"Kafka is unavailable for the batch worker ({exc}); bootstrap servers: {', '.join(servers)}"
             ) from None
 
+    def _new_producer(self) -> Any:
+        servers = [s.strip() for s in self.kafka.bootstrap_servers.split(",") if s.strip()]
+        producer = KafkaProducer(
+            bootstrap_servers=servers,
+            client_id=f"{self.kafka.client_id}-batch-{self.config.worker_index}",
+            transactional_id=self.transactional_id,
+            enable_idempotence=True,
+            acks="all",
+            transaction_timeout_ms=int(self.config.transaction_timeout_s * 1000),
+            linger_ms=5,
+        )
+        try:
+            # Fences any earlier producer with our id and aborts its open transaction (a crashed
+            # predecessor, or our own replaced producer), so its half-written batch never becomes
+            # visible; a transaction already being committed is awaited instead.
+            producer.init_transactions()
+        except BaseException:
+            producer.close(timeout=0)
+            raise
+        return producer
+
+    def _replace_producer(self, outcomes: Sequence[_Outcome]) -> None:
+        """After a transaction step timed out: a new producer, and the batch's partitions rewound to
+        their committed offsets. On the Kafka thread; raises while the broker is still away.
+
+        kafka-python's producer does not always reconnect after a broker restart (its sender can
+        keep waiting for the old connection until ``delivery_timeout`` expires the records), and its
+        commit and abort wait without a timeout; a fresh producer with the same transactional id is
+        the reliable way on. Its ``init_transactions`` settles the old producer's transaction: an
+        open one is aborted, one whose commit had reached the broker completes. Which of the two
+        happened is read back from the committed offsets, which were part of that transaction.
+        """
+        if self._producer is not None:
+            old, self._producer = self._producer, None
+            _discard(old)
+        self._producer = self._new_producer()
+        assigned = self._consumer.assignment()
+        for tp in {TopicPartition(o.topic, o.partition) for o in outcomes}:
+            if tp not in assigned:
+                continue  # its new owner reads the committed offset itself
+            committed = self._consumer.committed(tp)
+            if committed is None:
+                self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, committed)
+
     def _close(self) -> None:
+        # Our partitions go to other workers, who report them.
+        self.metrics.set_lag(self.config.topics.generation_requests, self.config.group_id, id(self), None)
         consumer, self._consumer = self._consumer, None
         producer, self._producer = self._producer, None
         if consumer is not None:
@@ -432,6 +519,7 @@ class BatchWorker:
         batches = self._consumer.poll(
             timeout_ms=int(self.config.poll_timeout_s * 1000), max_records=self.config.max_poll_records
         )
+        self._measure_lag()
         events: list[ConsumedEvent[GenerationRequested]] = []
         undecodable: list[EventDecodeError] = []
         for records in batches.values():
@@ -462,6 +550,26 @@ class BatchWorker:
                     )
                 )
         return events, undecodable
+
+    def _measure_lag(self) -> None:
+        """Updates the lag gauge, at most once per :data:`LAG_INTERVAL_S`; on the Kafka thread."""
+        now = time.monotonic()
+        if now < self._lag_due:
+            return
+        self._lag_due = now + LAG_INTERVAL_S
+        consumer = self._consumer
+        partitions = list(consumer.assignment())
+        try:
+            ends = consumer.end_offsets(partitions, timeout_ms=_LAG_TIMEOUT_MS) if partitions else {}
+            positions = [consumer.position(tp, timeout_ms=_LAG_TIMEOUT_MS) for tp in partitions]
+        except KafkaError as exc:
+            # The broker is away or the group is rebalancing; the last value stands until the next try.
+            log.debug("consumer lag not measured: %s", exc)
+            return
+        if any(position is None for position in positions):
+            return  # a partition without a position yet (just assigned); measure next time
+        lag = sum(max(0, ends[tp] - position) for tp, position in zip(partitions, positions, strict=True))
+        self.metrics.set_lag(self.config.topics.generation_requests, self.config.group_id, id(self), lag)
 
     def _rewind(self, outcomes: Iterable[_Outcome]) -> None:
         first: dict[TopicPartition, int] = {}
@@ -620,6 +728,31 @@ class BatchWorker:
 
     # ---- publishing
 
+    def _bounded(self, step: Callable[[], None], what: str) -> None:
+        """Runs a transaction step, waiting at most ``commit_timeout_s`` for it.
+
+        kafka-python's ``send_offsets_to_transaction``, ``commit_transaction`` and
+        ``abort_transaction`` wait without a timeout, forever if the broker does not come back to
+        this producer. The step runs on a helper thread; on a timeout it is left behind (blocked in
+        the discarded producer, one idle daemon thread) and the caller replaces the producer.
+        """
+        done = threading.Event()
+        failure: list[BaseException] = []
+
+        def target() -> None:
+            try:
+                step()
+            except BaseException as exc:
+                failure.append(exc)
+            finally:
+                done.set()
+
+        threading.Thread(target=target, name=f"aigc-batch-{what}", daemon=True).start()
+        if not done.wait(self.config.commit_timeout_s):
+            raise KafkaTimeoutError(f"{what} got no answer within {self.config.commit_timeout_s}s")
+        if failure:
+            raise failure[0]
+
     def _commit(self, outcomes: Sequence[_Outcome]) -> None:
         """Results, dead letters and consumed offsets of one batch, in one transaction."""
         producer = self._producer
@@ -641,22 +774,44 @@ class BatchWorker:
                     futures.append(
                         producer.send(topics.generation_dlq, value=value, key=key, headers=outcome.headers)
                     )
-            producer.flush()
+            producer.flush(timeout=self.config.commit_timeout_s)
             for future in futures:
                 future.get(timeout=0)  # a refused record fails here with its own error, not a vague abort
             # The consumer's generation goes with the offsets: if the group rebalanced since this
             # batch was polled, the broker refuses the commit and a zombie publishes nothing.
-            producer.send_offsets_to_transaction(offsets, self._consumer.group_metadata())
-            producer.commit_transaction()
+            group = self._consumer.group_metadata()  # the consumer stays on this thread
+            self._bounded(partial(producer.send_offsets_to_transaction, offsets, group), "send_offsets")
+            self._bounded(producer.commit_transaction, "commit")
         except Exception as exc:
+            if isinstance(exc, KafkaTimeoutError):
+                raise _ProducerStuck(f"transaction step timed out ({exc})") from exc
             try:
-                producer.abort_transaction()
+                self._bounded(producer.abort_transaction, "abort")
+            except KafkaTimeoutError as abort_exc:
+                raise _ProducerStuck(f"transaction failed ({exc}) and its abort timed out") from abort_exc
             except Exception as abort_exc:
                 raise FatalTransactionError(
                     f"transaction of {self.transactional_id!r} failed ({exc}) and cannot be aborted ({abort_exc}); "
                     "the worker stops, a restart with the same id aborts the open transaction"
                 ) from exc
             raise
+
+
+def _discard(producer: Any) -> None:
+    """Closes a producer without sending what it holds (its open transaction is aborted by the
+    broker once the next producer with its transactional id initialises)."""
+    # close() flushes first and raises if that times out, even with timeout=0; a force-closed sender
+    # fails the held records instead, after which close() has nothing left to wait for.
+    producer._sender.force_close()
+    producer._sender.join(5.0)
+    try:
+        producer.close(timeout=0)
+    except KafkaError:
+        log.warning("the replaced producer did not close cleanly", exc_info=True)
+
+
+class _ProducerStuck(Exception):
+    """A transaction step did not finish within ``commit_timeout_s``: the producer is replaced."""
 
 
 def _offsets_after(outcomes: Iterable[_Outcome]) -> dict[TopicPartition, OffsetAndMetadata]:
