@@ -10,13 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import sys
-import threading
 import time
-import traceback
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -28,6 +24,8 @@ from aigc.events.v1 import events_pb2
 from aigc_common.kafka import ConsumedEvent, EventConsumer, EventProducer, Topics, ensure_topics
 from aigc_common.settings import KafkaSettings
 from aigc_gateway.batch import BatchWorker, WorkerConfig
+
+from .batch_helpers import kafka_thread_stack, running
 
 pytestmark = pytest.mark.integration
 
@@ -91,40 +89,6 @@ def _request(job_id: str, item_id: str) -> Request:
 async def _process(req: Request) -> Result:
     await asyncio.sleep(ITEM_S)
     return Result(status="succeeded", text=f"answer to {req.item_id}")
-
-
-def _kafka_thread_stack() -> str:
-    """Where the worker's Kafka thread is right now (for the failure message and the log)."""
-    frames = sys._current_frames()
-    for thread in threading.enumerate():
-        if thread.name.startswith("aigc-batch-kafka") and thread.ident in frames:
-            stack = traceback.extract_stack(frames[thread.ident])
-            return " <- ".join(f"{f.name}" for f in reversed(stack[-12:]))
-    return "(no Kafka thread)"
-
-
-@contextmanager
-def _running(worker: BatchWorker) -> Iterator[list[BaseException]]:
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            asyncio.run(worker.run())
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, name="batch-worker", daemon=True)
-    thread.start()
-    try:
-        yield errors
-    finally:
-        worker.stop()
-        thread.join(timeout=45)
-        assert not thread.is_alive(), (
-            f"the worker did not stop; its Kafka thread is in {_kafka_thread_stack()}"
-        )
-    if errors:
-        raise errors[0]
 
 
 def _read_committed(
@@ -202,7 +166,7 @@ def test_a_job_completes_exactly_once_across_a_broker_restart(
         registry=registry,
     )
     batches = -(-ITEMS // 5)
-    with _running(worker) as errors:
+    with running(worker) as errors:
         deadline = time.monotonic() + 45
         while worker.committed_batches < 1 and not errors and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -211,7 +175,7 @@ def test_a_job_completes_exactly_once_across_a_broker_restart(
         broker.down()
         at_down = worker.committed_batches
         time.sleep(OUTAGE_S)
-        during_outage = _kafka_thread_stack()
+        during_outage = kafka_thread_stack()
         at_up_start = worker.committed_batches
         broker.up()
         print(
@@ -228,7 +192,7 @@ def test_a_job_completes_exactly_once_across_a_broker_restart(
         counts = Counter(e.message.item_id for e in events)
         assert set(counts) == {r.item_id for r in requests}, (
             f"items without a committed result: {sorted({r.item_id for r in requests} - set(counts))}; "
-            f"worker errors: {errors}; Kafka thread in {_kafka_thread_stack()}"
+            f"worker errors: {errors}; Kafka thread in {kafka_thread_stack()}"
         )
         assert [item for item, count in counts.items() if count > 1] == [], (
             "an item has two committed results"

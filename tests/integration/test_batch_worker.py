@@ -3,7 +3,6 @@ dead-letter topic, retries, expiry and cancellation, and no loss or duplicate ac
 
 from __future__ import annotations
 
-import asyncio
 import queue
 import signal
 import subprocess
@@ -29,6 +28,8 @@ from aigc_common.kafka import ConsumedEvent, EventConsumer, EventProducer, Topic
 from aigc_common.settings import KafkaSettings
 from aigc_gateway.batch import BatchWorker, WorkerConfig
 from aigc_gateway.batch.worker import ERROR_HEADER, ERROR_TYPE_HEADER
+
+from .batch_helpers import running
 
 pytestmark = pytest.mark.integration
 
@@ -136,29 +137,6 @@ def reading(
         yield reader
     finally:
         reader.close()
-
-
-@contextmanager
-def running(worker: BatchWorker) -> Iterator[BatchWorker]:
-    """Runs the worker on its own event loop in a thread (the test's reads block); stops it after."""
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            asyncio.run(worker.run())
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, name="batch-worker", daemon=True)
-    thread.start()
-    try:
-        yield worker
-    finally:
-        worker.stop()
-        thread.join(timeout=DEADLINE_S)
-        assert not thread.is_alive(), "the worker did not stop"
-    if errors:
-        raise errors[0]
 
 
 def config(topics: Topics, group: str, **overrides: Any) -> WorkerConfig:
