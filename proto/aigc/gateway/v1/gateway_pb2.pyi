@@ -23,6 +23,36 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _BatchPriority:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BatchPriorityEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BatchPriority.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BATCH_PRIORITY_UNSPECIFIED: _BatchPriority.ValueType  # 0
+    """Not set: normal."""
+    BATCH_PRIORITY_LOW: _BatchPriority.ValueType  # 1
+    """Background work: the smallest share."""
+    BATCH_PRIORITY_NORMAL: _BatchPriority.ValueType  # 2
+    """The default share."""
+    BATCH_PRIORITY_HIGH: _BatchPriority.ValueType  # 3
+    """Twice the normal share."""
+
+class BatchPriority(_BatchPriority, metaclass=_BatchPriorityEnumTypeWrapper):
+    """How large a share of the workers' queue a batch job may hold. Jobs are released to the workers
+    a window at a time; priority weighs the window (low 1, normal 2, high 4). No job is shut out.
+    """
+
+BATCH_PRIORITY_UNSPECIFIED: BatchPriority.ValueType  # 0
+"""Not set: normal."""
+BATCH_PRIORITY_LOW: BatchPriority.ValueType  # 1
+"""Background work: the smallest share."""
+BATCH_PRIORITY_NORMAL: BatchPriority.ValueType  # 2
+"""The default share."""
+BATCH_PRIORITY_HIGH: BatchPriority.ValueType  # 3
+"""Twice the normal share."""
+Global___BatchPriority: _TypeAlias = BatchPriority  # noqa: Y015
+
 class _BatchState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -391,6 +421,7 @@ class SubmitBatchRequest(_message.Message):
     CLIENT_TOKEN_FIELD_NUMBER: _builtins.int
     ALL_OR_NOTHING_FIELD_NUMBER: _builtins.int
     MAX_TOKENS_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
     template_id: _builtins.str
     """Template id."""
     label: _builtins.str
@@ -405,6 +436,8 @@ class SubmitBatchRequest(_message.Message):
     """
     max_tokens: _builtins.int
     """Maximum answer length per item in tokens; 0 means the template's."""
+    priority: Global___BatchPriority.ValueType
+    """Share of the workers' queue this job may hold against other jobs; unset means normal."""
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___BatchItem]:
         """The items; at most 10,000 per call (append more with the same job via later issues)."""
@@ -424,10 +457,11 @@ class SubmitBatchRequest(_message.Message):
         client_token: _builtins.str = ...,
         all_or_nothing: _builtins.bool = ...,
         max_tokens: _builtins.int = ...,
+        priority: Global___BatchPriority.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_or_nothing", b"all_or_nothing", "client_token", b"client_token", "deadline", b"deadline", "items", b"items", "label", b"label", "max_tokens", b"max_tokens", "model", b"model", "template_id", b"template_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_or_nothing", b"all_or_nothing", "client_token", b"client_token", "deadline", b"deadline", "items", b"items", "label", b"label", "max_tokens", b"max_tokens", "model", b"model", "priority", b"priority", "template_id", b"template_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

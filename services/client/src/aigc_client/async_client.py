@@ -205,6 +205,7 @@ class AsyncClient:
         client_token: str = "",
         all_or_nothing: bool = False,
         max_tokens: int = 0,
+        priority: str = "normal",
         timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> BatchSubmission:
         """Submits a batch job (see :meth:`aigc_client.Client.submit_batch`)."""
@@ -218,6 +219,7 @@ class AsyncClient:
             client_token=token,
             all_or_nothing=all_or_nothing,
             max_tokens=max_tokens,
+            priority=priority,
         )
         reply = await self._unary("SubmitBatch", request, timeout)
         return convert.batch_submission_from_pb(reply, token)

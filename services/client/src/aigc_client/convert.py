@@ -125,6 +125,13 @@ def batch_items_to_pb(items: BatchItems) -> list[pb.BatchItem]:
     return [pb.BatchItem(item_id=i.item_id, variables=dict(i.variables)) for i in items]
 
 
+_PRIORITIES = {
+    "low": pb.BATCH_PRIORITY_LOW,
+    "normal": pb.BATCH_PRIORITY_NORMAL,
+    "high": pb.BATCH_PRIORITY_HIGH,
+}
+
+
 def submit_batch_request(
     *,
     template: str,
@@ -135,7 +142,10 @@ def submit_batch_request(
     client_token: str,
     all_or_nothing: bool = False,
     max_tokens: int = 0,
+    priority: str = "normal",
 ) -> pb.SubmitBatchRequest:
+    if priority not in _PRIORITIES:
+        raise ValueError(f"priority must be one of {', '.join(_PRIORITIES)}, got {priority!r}")
     request = pb.SubmitBatchRequest(
         template_id=template,
         label=label,
@@ -144,6 +154,7 @@ def submit_batch_request(
         client_token=client_token,
         all_or_nothing=all_or_nothing,
         max_tokens=max_tokens,
+        priority=_PRIORITIES[priority],
     )
     if deadline is not None:
         if deadline.tzinfo is None:

@@ -207,12 +207,15 @@ class Client:
         client_token: str = "",
         all_or_nothing: bool = False,
         max_tokens: int = 0,
+        priority: str = "normal",
         timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> BatchSubmission:
         """Submits a batch job. ``items``: ``BatchItem`` values or ``{item_id: variables}``.
 
         Without a ``client_token`` one is generated, so that a retry after a lost reply returns the
         same job instead of submitting (and charging) it twice; it is on the returned value.
+        ``priority`` (low, normal, high) weighs the job's share of the workers' queue against other
+        jobs; no job is shut out.
         """
         token = client_token or uuid.uuid4().hex
         request = convert.submit_batch_request(
@@ -224,6 +227,7 @@ class Client:
             client_token=token,
             all_or_nothing=all_or_nothing,
             max_tokens=max_tokens,
+            priority=priority,
         )
         reply = self._unary("SubmitBatch", request, timeout)
         return convert.batch_submission_from_pb(reply, token)

@@ -22,6 +22,7 @@ from aigc_gateway.adapters.kafka_usage import KafkaUsageSink
 from aigc_gateway.adapters.redis_counters import RedisCounters
 from aigc_gateway.adapters.redis_jobs import RedisJobStore
 from aigc_gateway.batch import BatchMetrics, BatchWorker, WorkerConfig
+from aigc_gateway.batch.pacer import Pacer
 from aigc_gateway.batch.pipeline import BatchPipeline
 from aigc_gateway.batch.service import BatchService
 from aigc_gateway.batch.tracker import ResultTracker
@@ -180,9 +181,22 @@ async def _build_batch(
         await asyncio.to_thread(publisher.close)
 
     wiring.closers.append(close_publisher)
-    wiring.batch = BatchService(
-        prompt=prompt, store=store, publisher=publisher, budgets=budgets, prices=prices
+    # Every replica paces (per-job leases in the store keep them from releasing the same items).
+    pacer = Pacer(
+        store,
+        publisher,
+        horizon_s=batch.pace_horizon_seconds,
+        min_window=batch.pace_min_window,
+        max_window=max(batch.pace_max_window, batch.pace_min_window),
     )
+    pacer_task = asyncio.get_running_loop().create_task(pacer.run())
+
+    async def stop_pacer() -> None:
+        pacer.stop()
+        await asyncio.wait([pacer_task], timeout=10)
+
+    wiring.closers.insert(0, stop_pacer)
+    wiring.batch = BatchService(prompt=prompt, store=store, pacer=pacer, budgets=budgets, prices=prices)
     if batch.tracker:
         tracker = ResultTracker(
             settings.kafka,
@@ -199,7 +213,12 @@ async def _build_batch(
         worker = BatchWorker(
             settings.kafka,
             WorkerConfig(
-                group_id=batch.worker_group, worker_index=batch.worker_index_base + index, topics=topics
+                group_id=batch.worker_group,
+                worker_index=batch.worker_index_base + index,
+                topics=topics,
+                concurrency=batch.worker_concurrency,
+                max_poll_records=batch.worker_max_poll_records,
+                target_batch_s=batch.worker_target_batch_seconds,
             ),
             pipeline,
             is_cancelled=store.is_cancelled,

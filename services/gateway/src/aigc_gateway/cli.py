@@ -272,6 +272,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
                     label=args.label,
                     max_tokens=args.max_tokens,
                     all_or_nothing=args.all_or_nothing,
+                    priority=args.priority,
                 )
                 for rejected in job.rejected:
                     print(
@@ -371,6 +372,12 @@ def main(argv: list[str] | None = None) -> None:
         "--max-tokens", type=int, default=0, help="answer length cap per item (0 = template's)"
     )
     submit.add_argument("--all-or-nothing", action="store_true", help="refuse the job if any item is invalid")
+    submit.add_argument(
+        "--priority",
+        choices=("low", "normal", "high"),
+        default="normal",
+        help="the job's share of the workers' queue against other jobs",
+    )
     status = batch.add_parser("status", help="a job's counts, cost and ETA")
     status.add_argument("job")
     results = batch.add_parser("results", help="a job's results as JSON lines, each item once")

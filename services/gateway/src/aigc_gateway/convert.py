@@ -88,7 +88,15 @@ def batch_request_from_pb(r: pb.SubmitBatchRequest) -> BatchRequest:
         client_token=r.client_token,
         all_or_nothing=r.all_or_nothing,
         max_tokens=r.max_tokens,
+        priority=_PRIORITIES.get(r.priority, "normal"),
     )
+
+
+_PRIORITIES = {
+    pb.BATCH_PRIORITY_LOW: "low",
+    pb.BATCH_PRIORITY_NORMAL: "normal",
+    pb.BATCH_PRIORITY_HIGH: "high",
+}
 
 
 def submitted_to_pb(s: Submitted) -> pb.SubmitBatchResponse:

@@ -38,6 +38,7 @@ class JobRecord:
     hold_nanos: int = 0
     client_token: str = ""
     deadline: float = 0.0
+    priority: str = "normal"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,8 @@ class JobStatus:
     cost_nanos: int = 0
     cancelled: bool = False
     first_result_at: float = 0.0
+    published: int = 0
+    """Items handed to the workers so far (see ``batch/pacer.py``); the rest wait in the store."""
 
     @property
     def done(self) -> int:
@@ -87,6 +90,27 @@ class JobStore(Protocol):
         """True exactly once per job: whoever gets it settles the budget hold."""
         ...
 
+    async def stage(self, job_id: str, requests: Sequence[bytes]) -> None:
+        """Keeps a new job's serialized requests, in order, until the pacer publishes them."""
+        ...
+
+    async def staged(self, job_id: str, start: int, end: int) -> list[bytes]:
+        """The staged requests ``start`` to ``end`` (exclusive)."""
+        ...
+
+    async def mark_published(self, job_id: str, upto: int, total: int) -> None:
+        """Records that the first ``upto`` requests are published (never moves back); a job with all
+        ``total`` published leaves :meth:`unpublished_jobs`."""
+        ...
+
+    async def unpublished_jobs(self) -> list[str]:
+        """Jobs with staged requests not yet published."""
+        ...
+
+    async def lease(self, job_id: str, owner: str, ttl_s: float) -> bool:
+        """Whether ``owner`` may publish the job's next requests for ``ttl_s`` (one pacer at a time)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -100,6 +124,7 @@ class MemoryJobStore:
         self._results: dict[str, list[events_pb2.GenerationResult]] = {}
         self._status: dict[str, JobStatus] = {}
         self._settled: set[str] = set()
+        self._staged: dict[str, list[bytes]] = {}
         self._clock = clock
 
     async def create(self, job: JobRecord) -> JobRecord:
@@ -158,6 +183,25 @@ class MemoryJobStore:
             return False
         self._settled.add(job_id)
         return True
+
+    async def stage(self, job_id: str, requests: Sequence[bytes]) -> None:
+        self._staged[job_id] = list(requests)
+
+    async def staged(self, job_id: str, start: int, end: int) -> list[bytes]:
+        return self._staged.get(job_id, [])[start:end]
+
+    async def mark_published(self, job_id: str, upto: int, total: int) -> None:
+        status = self._status.get(job_id)
+        if status is not None and upto > status.published:
+            self._status[job_id] = replace(status, published=upto)
+        if upto >= total:
+            self._staged.pop(job_id, None)
+
+    async def unpublished_jobs(self) -> list[str]:
+        return list(self._staged)
+
+    async def lease(self, job_id: str, owner: str, ttl_s: float) -> bool:
+        return True  # one process holds this store; the pacer serialises its own calls per job
 
     async def close(self) -> None:
         return None

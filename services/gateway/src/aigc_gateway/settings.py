@@ -45,6 +45,31 @@ class BatchSettings(BaseModel):
     topic_prefix: str = Field(
         "", description="Prefix of the batch topics (tests); empty means the standard names."
     )
+    worker_concurrency: int = Field(
+        4, ge=1, le=1024, description="Items each worker runs at once (the model queues its own share)."
+    )
+    worker_max_poll_records: int = Field(
+        500,
+        ge=1,
+        le=10_000,
+        description="Most items per worker batch and Kafka transaction (bounds what a crash makes run again).",
+    )
+    worker_target_batch_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="Workers size each batch to take about this long at their measured throughput: cache "
+        "hits share a transaction by the hundred, model-bound items are committed every few seconds.",
+    )
+    pace_horizon_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="Each job may have about this many seconds of its own throughput published and not "
+        "done (times its priority weight); what another tenant's new job waits behind.",
+    )
+    pace_min_window: int = Field(
+        32, ge=1, description="Least items a normal-priority job may have in flight."
+    )
+    pace_max_window: int = Field(5_000, ge=1, description="Most items any job may have in flight.")
 
 
 class GatewaySettings(ServiceSettings):

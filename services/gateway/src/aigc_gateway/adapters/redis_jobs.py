@@ -1,8 +1,11 @@
 """Batch jobs in Redis, shared by gateway replicas, trackers and workers (cancellation).
 
 Per job: ``job:<id>`` (the record, JSON), ``job:<id>:items`` (item -> status), ``job:<id>:results``
-(serialized results in recording order), ``job:<id>:counts`` (status -> n, plus cost). Recording a
-result is one Lua script, so "first result per item wins" holds even with two trackers.
+(serialized results in recording order), ``job:<id>:counts`` (status -> n, plus cost and how many
+items are published), ``job:<id>:staged`` (serialized requests the pacer has yet to publish, dropped
+once all are out), ``job:<id>:lease`` (which pacer releases the job's items now) and the set
+``job:unpublished``. Recording a result is one Lua script, so "first result per item wins" holds
+even with two trackers.
 """
 
 from __future__ import annotations
@@ -28,7 +31,25 @@ redis.call('HSETNX', KEYS[3], '_first', ARGV[5])
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[6]) end
 return 1
 """
-_META = ("_cost", "_first", "_cancelled")
+_META = ("_cost", "_first", "_cancelled", "_published")
+# KEYS counts, staged, unpublished set; ARGV job id, published upto, total, ttl seconds.
+_PUBLISHED = """
+local known = tonumber(redis.call('HGET', KEYS[1], '_published') or '0')
+if tonumber(ARGV[2]) > known then redis.call('HSET', KEYS[1], '_published', ARGV[2]) end
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+if tonumber(ARGV[2]) >= tonumber(ARGV[3]) then
+  redis.call('DEL', KEYS[2])
+  redis.call('SREM', KEYS[3], ARGV[1])
+end
+return 1
+"""
+# KEYS lease; ARGV owner, ttl ms. Taken when free, or renewed by its owner.
+_LEASE = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
 
 
 class RedisJobStore:
@@ -37,6 +58,9 @@ class RedisJobStore:
         self._prefix = key_prefix + "job:"
         self._ttl = ttl_seconds
         self._record = self._client.register_script(_RECORD)
+        self._published = self._client.register_script(_PUBLISHED)
+        self._lease = self._client.register_script(_LEASE)
+        self._unpublished = self._prefix + "unpublished"
 
     def _k(self, job_id: str, part: str = "") -> str:
         return f"{self._prefix}{job_id}{':' + part if part else ''}"
@@ -89,6 +113,7 @@ class RedisJobStore:
             cost_nanos=int(raw.get("_cost", 0)),
             cancelled=raw.get("_cancelled") == "1",
             first_result_at=float(raw.get("_first", 0)),
+            published=int(raw.get("_published", 0)),
         )
 
     async def results(self, job_id: str, cursor: int, limit: int) -> list[events_pb2.GenerationResult]:
@@ -104,6 +129,30 @@ class RedisJobStore:
 
     async def claim_settlement(self, job_id: str) -> bool:
         return bool(await self._client.set(self._k(job_id, "settled"), "1", nx=True, ex=self._ttl))
+
+    async def stage(self, job_id: str, requests: Sequence[bytes]) -> None:
+        pipe = self._client.pipeline(transaction=True)
+        key = self._k(job_id, "staged")
+        for start in range(0, len(requests), 1000):
+            pipe.rpush(key, *requests[start : start + 1000])
+        pipe.expire(key, self._ttl)
+        pipe.sadd(self._unpublished, job_id)
+        await pipe.execute()
+
+    async def staged(self, job_id: str, start: int, end: int) -> list[bytes]:
+        if end <= start:
+            return []
+        return list(await self._client.lrange(self._k(job_id, "staged"), start, end - 1))
+
+    async def mark_published(self, job_id: str, upto: int, total: int) -> None:
+        keys = [self._k(job_id, "counts"), self._k(job_id, "staged"), self._unpublished]
+        await self._published(keys=keys, args=[job_id, upto, total, self._ttl])
+
+    async def unpublished_jobs(self) -> list[str]:
+        return sorted(member.decode() for member in await self._client.smembers(self._unpublished))
+
+    async def lease(self, job_id: str, owner: str, ttl_s: float) -> bool:
+        return bool(await self._lease(keys=[self._k(job_id, "lease")], args=[owner, int(ttl_s * 1000)]))
 
     async def close(self) -> None:
         await self._client.aclose()

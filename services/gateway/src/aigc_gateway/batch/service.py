@@ -7,15 +7,15 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from aigc.events.v1 import events_pb2
 from aigc_common.convert import timestamp_to_pb
 from aigc_common.errors import InvalidArgument, NotFound, PermissionDenied
 from aigc_common.pricing import Price
 from aigc_common.types import SamplingParams
+from aigc_gateway.batch.pacer import PRIORITY_WEIGHTS, Pacer
 from aigc_gateway.core import worst_case_nanos
 from aigc_gateway.jobs import JobRecord, JobStatus, JobStore
 from aigc_gateway.limits import BudgetHold, Budgets
@@ -23,12 +23,6 @@ from aigc_gateway.ports import PromptPort
 from aigc_gateway.tenants import Tenant
 
 MAX_ITEMS = 10_000
-
-
-class RequestPublisher(Protocol):
-    """Publishes one item for the workers (Kafka in production, keyed ``job_id/item_id``)."""
-
-    async def publish(self, items: Sequence[events_pb2.GenerationRequested]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +35,7 @@ class BatchRequest:
     client_token: str = ""
     all_or_nothing: bool = False
     max_tokens: int = 0
+    priority: str = "normal"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +70,7 @@ class BatchService:
         *,
         prompt: PromptPort,
         store: JobStore,
-        publisher: RequestPublisher,
+        pacer: Pacer,
         budgets: Budgets,
         prices: Mapping[str, Price],
         poll_interval_s: float = 0.2,
@@ -83,7 +78,7 @@ class BatchService:
     ) -> None:
         self._prompt = prompt
         self._store = store
-        self._publisher = publisher
+        self._pacer = pacer
         self._budgets = budgets
         self._prices = dict(prices)
         self._poll = poll_interval_s
@@ -99,6 +94,8 @@ class BatchService:
             raise InvalidArgument(f"at most {MAX_ITEMS} items per job", field="items")
         if req.deadline and req.deadline <= self._clock():
             raise InvalidArgument("is in the past", field="deadline")
+        if req.priority not in PRIORITY_WEIGHTS:
+            raise InvalidArgument(f"must be one of {', '.join(PRIORITY_WEIGHTS)}", field="priority")
         if req.client_token:
             # A resubmission with the same token is the same job: nothing is published twice.
             known = await self._store.find_by_token(tenant.id, req.client_token)
@@ -148,29 +145,38 @@ class BatchService:
             hold_nanos=hold.amount_nanos if hold else 0,
             client_token=req.client_token,
             deadline=req.deadline,
+            priority=req.priority,
         )
+        # An unset deadline must stay unset: an empty Timestamp would read as 1970, long expired.
+        deadline = timestamp_to_pb(req.deadline) if req.deadline else None
+        staged = [
+            events_pb2.GenerationRequested(
+                job_id=job.job_id,
+                item_id=item_id,
+                tenant_id=tenant.id,
+                template_id=req.template_id,
+                label=req.label,
+                variables=dict(variables),
+                model=req.model,
+                attempt=0,
+                deadline=deadline,
+                max_tokens=req.max_tokens,
+            ).SerializeToString()
+            for item_id, variables in accepted
+        ]
+        created = await self._store.create(job)
+        if created.job_id != job.job_id:  # the same client token raced us: that job stands
+            await self._budgets.release(hold)
+            return Submitted(created)
         try:
-            job = await self._store.create(job)
-            # An unset deadline must stay unset: an empty Timestamp would read as 1970, long expired.
-            deadline = timestamp_to_pb(req.deadline) if req.deadline else None
-            await self._publisher.publish(
-                [
-                    events_pb2.GenerationRequested(
-                        job_id=job.job_id,
-                        item_id=item_id,
-                        tenant_id=tenant.id,
-                        template_id=req.template_id,
-                        label=req.label,
-                        variables=dict(variables),
-                        model=req.model,
-                        attempt=0,
-                        deadline=deadline,
-                        max_tokens=req.max_tokens,
-                    )
-                    for item_id, variables in accepted
-                ]
-            )
+            # Staged first, then the first window goes out: the answer comes after the broker holds
+            # it, so an accepted job has started; the pacer releases the rest as the job progresses.
+            await self._store.stage(job.job_id, staged)
+            await self._pacer.release(job)
         except BaseException:
+            # Not accepted: nothing more is released, and what went out is skipped by the workers.
+            await self._store.cancel(job.job_id)
+            await self._store.mark_published(job.job_id, job.total, job.total)
             await self._budgets.release(hold)
             raise
         return Submitted(job, tuple(rejected))

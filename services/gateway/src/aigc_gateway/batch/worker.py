@@ -53,12 +53,12 @@ Within each polled batch the items are interleaved round-robin across tenants be
 for the ``concurrency`` slots (an :class:`asyncio.Semaphore`, which serves waiters in order), so
 a tenant with a 10 000-item job and a tenant with 3 items in the same poll both get a slot in the
 first round; neither waits for the other's items to finish. The poll size (``max_poll_records``)
-bounds how much one batch can hold. What the worker cannot do is reach past a partition's head:
-Kafka hands out records in log order, so if a huge job was published all at once ahead of another
-tenant's items, those items wait until the huge job's records ahead of them are polled. That part of
-fairness belongs to the publisher: ``SubmitBatch`` should pace a tenant's items (a per-tenant
-publish rate / in-flight quota), which keeps tenants interleaved in the log so the per-poll round
-robin can do its work.
+bounds how much one batch can hold. The worker cannot reach past a partition's head, so the other
+half of fairness is upstream: the pacer (``pacer.py``) keeps only a window of each job (a few
+seconds of its own throughput, weighted by priority) in the requests topic, so a job submitted
+after a huge one waits behind that window, not behind the huge job's whole backlog
+(``tests/integration/test_batch_fairness.py``: a 3-item job behind a 600-item one finishes after
+26 of the 600, against all 600 without pacing).
 """
 
 from __future__ import annotations
@@ -152,8 +152,13 @@ class WorkerConfig:
     """Backoff before the 2nd attempt; doubles for each further attempt (with jitter)."""
     backoff_max_s: float = 30.0
     """Upper bound of one backoff, also of a ``retry_after`` the pipeline asks for."""
-    max_poll_records: int = 50
-    """Items per batch (and per transaction); bounds the work lost to a crash and a batch's duration."""
+    max_poll_records: int = 500
+    """Most items per batch (and per transaction); bounds the work a crash makes run again."""
+    target_batch_s: float = 2.0
+    """Aim for batches that take about this long: each poll asks for the items the worker's
+    measured throughput finishes in this time (at least ``concurrency``, at most
+    ``max_poll_records``). Cache hits then share a transaction by the hundred, while model-bound
+    items, at a few per second, are committed (and visible to the caller) every couple of seconds."""
     poll_timeout_s: float = 1.0
     """How long one poll waits for records; also about how long ``stop()`` waits when idle."""
     transaction_timeout_s: float = 60.0
@@ -179,6 +184,8 @@ class WorkerConfig:
             raise ValueError(f"max_attempts must be at least 1, got {self.max_attempts}")
         if self.max_poll_records < 1:
             raise ValueError(f"max_poll_records must be at least 1, got {self.max_poll_records}")
+        if self.target_batch_s <= 0:
+            raise ValueError(f"target_batch_s must be positive, got {self.target_batch_s}")
         if self.cancel_check_interval_s < 0:
             raise ValueError(
                 f"cancel_check_interval_s must not be negative, got {self.cancel_check_interval_s}"
@@ -357,6 +364,8 @@ class BatchWorker:
         self._consumer: Any = None
         self._producer: Any = None
         self._lag_due = 0.0  # time.monotonic() of the next lag measurement
+        # Items the next poll asks for; follows the measured throughput (see target_batch_s).
+        self._poll_records = min(self.config.max_poll_records, self.config.concurrency)
         self.committed_batches = 0
         """Transactions committed so far (for tests and status pages)."""
 
@@ -380,7 +389,9 @@ class BatchWorker:
                 events, undecodable = await self._kafka(self._poll)
                 if not events and not undecodable:
                     continue
+                started = time.monotonic()
                 outcomes = await self._handle_all(events)
+                self._size_next_poll(len(events), time.monotonic() - started)
                 outcomes += [self._undecodable_outcome(error) for error in undecodable]
                 try:
                     await self._kafka(self._commit, outcomes)
@@ -412,6 +423,15 @@ class BatchWorker:
             await self._kafka(self._close)
             self._executor.shutdown(wait=True)
             self._executor = None
+
+    def _size_next_poll(self, items: int, seconds: float) -> None:
+        if items < self._poll_records:
+            return  # the topic ran dry, not the time: this batch says nothing about throughput
+        rate = items / max(seconds, 1e-3)
+        wanted = int(rate * self.config.target_batch_s)
+        # Grow at most fourfold per batch (a burst of fast items is not yet a trend); shrink at once.
+        wanted = min(wanted, 4 * self._poll_records)
+        self._poll_records = max(self.config.concurrency, min(self.config.max_poll_records, wanted))
 
     async def _recover(self, outcomes: Sequence[_Outcome]) -> None:
         """Replaces the producer, retrying until the broker answers or :meth:`stop` is called."""
@@ -517,7 +537,7 @@ class BatchWorker:
 
     def _poll(self) -> tuple[list[ConsumedEvent[GenerationRequested]], list[EventDecodeError]]:
         batches = self._consumer.poll(
-            timeout_ms=int(self.config.poll_timeout_s * 1000), max_records=self.config.max_poll_records
+            timeout_ms=int(self.config.poll_timeout_s * 1000), max_records=self._poll_records
         )
         self._measure_lag()
         events: list[ConsumedEvent[GenerationRequested]] = []
