@@ -72,6 +72,13 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         env["AIGC_CACHE_STORE"] = "redis"
         env["AIGC_CACHE_REDIS__URL"] = request.getfixturevalue("redis_url")
         env["AIGC_CACHE_REDIS__KEY_PREFIX"] = f"e2e-{run_dir.name}:"
+    # Batch jobs on the real broker: API, tracker and one worker in the gateway (its own topics).
+    env["AIGC_GATEWAY_KAFKA__BOOTSTRAP_SERVERS"] = request.getfixturevalue("kafka_bootstrap")
+    env["AIGC_GATEWAY_BATCH__ENABLED"] = "true"
+    env["AIGC_GATEWAY_BATCH__WORKERS"] = "1"
+    env["AIGC_GATEWAY_BATCH__TOPIC_PREFIX"] = f"e2e-{run_dir.name}-"
+    env["AIGC_GATEWAY_BATCH__TRACKER_GROUP"] = f"e2e-{run_dir.name}-tracker"
+    env["AIGC_GATEWAY_BATCH__WORKER_GROUP"] = f"e2e-{run_dir.name}-workers"
     args = [*AIGC, "up", "--no-infra", "--timeout", "120"] + (
         ["--single-process"] if mode == "single-process" else []
     )
@@ -177,6 +184,34 @@ def test_second_identical_request_is_a_cache_hit_replayed_as_a_stream(stack: Sta
     usage = second[-1][1].finished.usage
     assert usage.cached_tokens == usage.completion_tokens == first[-1][1].finished.usage.completion_tokens
     assert second[-1][1].finished.cost.amount_nanos == 0
+
+
+def test_a_batch_job_runs_through_the_stack_and_each_item_ends_once(stack: Stack) -> None:
+    items = [
+        gateway_pb2.BatchItem(item_id=f"p{i}", variables={"product": f"竹制砧板 {i}", "language": "zh"})
+        for i in range(3)
+    ]
+    with stack.channel("gateway") as channel:
+        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+        submitted = stub.SubmitBatch(
+            gateway_pb2.SubmitBatchRequest(
+                template_id="product_copy",
+                items=items,
+                max_tokens=8,
+                priority=gateway_pb2.BATCH_PRIORITY_HIGH,
+            ),
+            timeout=60,
+        )
+        results = list(
+            stub.StreamBatchResults(
+                gateway_pb2.StreamBatchResultsRequest(job_id=submitted.job_id), timeout=240
+            )
+        )
+        job = stub.GetBatch(gateway_pb2.GetBatchRequest(job_id=submitted.job_id), timeout=10)
+    assert sorted(r.item_id for r in results) == ["p0", "p1", "p2"]
+    assert all(r.status == "succeeded" and r.text.strip() for r in results)
+    assert job.state == gateway_pb2.BATCH_STATE_COMPLETED
+    assert job.cost.amount_nanos > 0
 
 
 def test_prompt_injection_is_blocked_without_echoing_it(stack: Stack) -> None:

@@ -153,7 +153,7 @@ async def serve_all_in_one() -> None:
         "inference": inference_binding(inference),
         "safety": safety_binding(safety),
         "cache": cache_binding(cache),
-        "gateway": gateway_binding(wiring.gateway, wiring.directory),
+        "gateway": gateway_binding(wiring.gateway, wiring.directory, wiring.batch),
     }
     servers = []
     for spec in SERVICES:
