@@ -1,14 +1,16 @@
 """The batch worker across a broker restart: the broker is stopped mid-job and started again, and
 the job still ends with exactly one committed result per item.
 
-The broker is restarted with ``scripts/local-stack.sh down kafka`` / ``up kafka``, which keeps its
-data directory, so topics, committed offsets and the transaction log survive the restart. The
-test always leaves the broker running, since the rest of the session uses it.
+The test runs its own broker (``scripts/local-stack.sh`` with a private state directory and free
+ports), so restarting it disturbs no other test and works whoever started the shared one. ``down``
+/ ``up`` keep the data directory: topics, committed offsets and the transaction log survive.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import subprocess
 import time
 from collections import Counter
@@ -40,46 +42,57 @@ Request = events_pb2.GenerationRequested
 Result = events_pb2.GenerationResult
 
 
-def _repo_root(config: pytest.Config) -> Path:
-    # As the test plugin finds it: the rootdir, or the checkout this file lives in.
-    root = Path(str(config.rootpath))
-    return root if (root / "scripts" / "local-stack.sh").exists() else Path(__file__).resolve().parents[2]
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 class Broker:
-    """The local stack's broker, stopped and started through its script."""
+    """A private broker of the local stack's script, stopped and started through it."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, state_dir: Path) -> None:
         self.script = root / "scripts" / "local-stack.sh"
-
-    def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["bash", str(self.script), *args], capture_output=True, text=True, timeout=STACK_TIMEOUT_S
+        self.port = _free_port()
+        self.env = dict(
+            os.environ,
+            AIGC_STACK_DIR=str(state_dir),
+            AIGC_KAFKA_PORT=str(self.port),
+            AIGC_KAFKA_CONTROLLER_PORT=str(_free_port()),
         )
 
-    def managed(self) -> bool:
-        """Whether the running broker is the script's (one started elsewhere cannot be restarted)."""
-        return self._run("status", "kafka").returncode == 0
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _run(self, *args: str) -> None:
+        result = subprocess.run(
+            ["bash", str(self.script), *args],
+            capture_output=True,
+            text=True,
+            timeout=STACK_TIMEOUT_S,
+            env=self.env,
+        )
+        assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
 
     def down(self) -> None:
-        result = self._run("down", "kafka")
-        assert result.returncode == 0, f"down kafka failed:\n{result.stdout}\n{result.stderr}"
+        self._run("down", "kafka")
 
     def up(self) -> None:
-        result = self._run("up", "kafka")
-        assert result.returncode == 0, f"up kafka failed:\n{result.stdout}\n{result.stderr}"
+        self._run("up", "kafka")
 
 
 @pytest.fixture
-def broker(request: pytest.FixtureRequest, kafka_bootstrap: str) -> Iterator[Broker]:
-    stack = Broker(_repo_root(request.config))
-    if not stack.managed():
-        pytest.skip("the broker on the Kafka port was not started by scripts/local-stack.sh")
+def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broker]:
+    root = Path(str(request.config.rootpath))
+    if not (root / "scripts" / "local-stack.sh").exists():
+        root = Path(__file__).resolve().parents[2]
+    private = Broker(root, tmp_path / "stack")
+    private.up()
     try:
-        yield stack
+        yield private
     finally:
-        # Whatever happened, the session's other tests need the broker back (a no-op if it runs).
-        stack.up()
+        private.down()
 
 
 def _request(job_id: str, item_id: str) -> Request:
@@ -126,12 +139,10 @@ def _offsets(kafka: KafkaSettings, group: str, topic: str) -> tuple[dict[int, in
         consumer.close()
 
 
-def test_a_job_completes_exactly_once_across_a_broker_restart(
-    broker: Broker, kafka_bootstrap: str, unique_name: str
-) -> None:
+def test_a_job_completes_exactly_once_across_a_broker_restart(broker: Broker, unique_name: str) -> None:
     started = time.monotonic()
     budget_end = started + TEST_BUDGET_S
-    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap, client_id=unique_name)
+    kafka = KafkaSettings(bootstrap_servers=broker.bootstrap, client_id=unique_name)
     topics = Topics.with_prefix(f"{unique_name}-")
     ensure_topics(
         kafka,

@@ -161,6 +161,7 @@ def test_topic_names_are_versioned_and_prefixable() -> None:
         "aigc.usage.v1",
         "aigc.safety.audit.v1",
         "aigc.feedback.v1",
+        "aigc.batch.jobs.v1",
     )
     prefixed = Topics.with_prefix("t-abc-")
     assert prefixed.usage == "t-abc-aigc.usage.v1"

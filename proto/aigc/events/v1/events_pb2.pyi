@@ -111,6 +111,101 @@ class GenerationRequested(_message.Message):
 Global___GenerationRequested: _TypeAlias = GenerationRequested  # noqa: Y015
 
 @_typing.final
+class BatchJobAccepted(_message.Message):
+    """A batch job as SubmitBatch accepted it, with its requests in chunks of at most 1,000, so that a
+    lost job store can be rebuilt from Kafka. The record key is the job id (every chunk of a job is
+    on one partition, in order).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    TEMPLATE_ID_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    ESTIMATED_NANOS_FIELD_NUMBER: _builtins.int
+    HOLD_KEY_FIELD_NUMBER: _builtins.int
+    HOLD_NANOS_FIELD_NUMBER: _builtins.int
+    CLIENT_TOKEN_FIELD_NUMBER: _builtins.int
+    DEADLINE_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    CHUNK_INDEX_FIELD_NUMBER: _builtins.int
+    CHUNK_COUNT_FIELD_NUMBER: _builtins.int
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """Batch job id."""
+    tenant_id: _builtins.str
+    """Tenant that owns the job."""
+    template_id: _builtins.str
+    """Template id."""
+    label: _builtins.str
+    """Template label as submitted."""
+    model: _builtins.str
+    """Model override as submitted."""
+    total: _builtins.int
+    """Items accepted."""
+    currency: _builtins.str
+    """Currency of the estimate and hold."""
+    estimated_nanos: _builtins.int
+    """Worst-case cost estimate, in nanos of the currency."""
+    hold_key: _builtins.str
+    """Budget hold taken at submission."""
+    hold_nanos: _builtins.int
+    """Amount held, in nanos."""
+    client_token: _builtins.str
+    """The caller's idempotency key."""
+    priority: _builtins.str
+    """"low", "normal" or "high"."""
+    chunk_index: _builtins.int
+    """This chunk's index, from 0."""
+    chunk_count: _builtins.int
+    """Chunks of this job."""
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp:
+        """When the job was accepted."""
+
+    @_builtins.property
+    def deadline(self) -> _timestamp_pb2.Timestamp:
+        """Items not done by then end as expired; unset means none."""
+
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___GenerationRequested]:
+        """This chunk's requests, in submission order."""
+
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        tenant_id: _builtins.str = ...,
+        template_id: _builtins.str = ...,
+        label: _builtins.str = ...,
+        model: _builtins.str = ...,
+        total: _builtins.int = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        currency: _builtins.str = ...,
+        estimated_nanos: _builtins.int = ...,
+        hold_key: _builtins.str = ...,
+        hold_nanos: _builtins.int = ...,
+        client_token: _builtins.str = ...,
+        deadline: _timestamp_pb2.Timestamp | None = ...,
+        priority: _builtins.str = ...,
+        chunk_index: _builtins.int = ...,
+        chunk_count: _builtins.int = ...,
+        requests: _abc.Iterable[Global___GenerationRequested] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "deadline", b"deadline"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_count", b"chunk_count", "chunk_index", b"chunk_index", "client_token", b"client_token", "created_at", b"created_at", "currency", b"currency", "deadline", b"deadline", "estimated_nanos", b"estimated_nanos", "hold_key", b"hold_key", "hold_nanos", b"hold_nanos", "job_id", b"job_id", "label", b"label", "model", b"model", "priority", b"priority", "requests", b"requests", "template_id", b"template_id", "tenant_id", b"tenant_id", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchJobAccepted: _TypeAlias = BatchJobAccepted  # noqa: Y015
+
+@_typing.final
 class GenerationResult(_message.Message):
     """The result of one batch item; idempotent by (job_id, item_id)."""
 

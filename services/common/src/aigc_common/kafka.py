@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
@@ -78,6 +79,9 @@ class Topics:
     """Every non-allow safety verdict with its rule ids (``SafetyAudited``)."""
     feedback: str = "aigc.feedback.v1"
     """Ratings and corrections from business users (``FeedbackGiven``)."""
+    batch_jobs: str = "aigc.batch.jobs.v1"
+    """Accepted batch jobs with their requests (``BatchJobAccepted``), keyed by job id: the log the
+    job store is rebuilt from."""
 
     @classmethod
     def with_prefix(cls, prefix: str) -> Topics:
@@ -101,6 +105,7 @@ class Topics:
             self.usage: events_pb2.UsageRecorded,
             self.safety_audit: events_pb2.SafetyAudited,
             self.feedback: events_pb2.FeedbackGiven,
+            self.batch_jobs: events_pb2.BatchJobAccepted,
         }
 
 
@@ -286,6 +291,26 @@ def _client_config(settings: KafkaSettings, role: str, bootstrap_timeout_s: floa
         "client_id": f"{settings.client_id}-{role}",
         "bootstrap_timeout_ms": int(bootstrap_timeout_s * 1000),
     }
+
+
+def subscribe_known(consumer: Any, topics: Sequence[str], timeout_s: float = 30.0) -> None:
+    """Subscribes ``consumer`` to ``topics`` once its metadata lists each of them.
+
+    A consumer that joins its group before its metadata holds a subscribed topic is assigned none
+    of that topic's partitions, and kafka-python notices only at its next metadata refresh
+    (``metadata_max_age_ms``, minutes): a tracker or worker would sit idle that long. Waiting for
+    the topics' partitions first closes that gap; a topic still unknown after ``timeout_s`` (not
+    created yet) is subscribed anyway and picked up at a refresh.
+    """
+    deadline = time.monotonic() + timeout_s
+    missing = list(topics)
+    while missing and time.monotonic() < deadline:
+        missing = [topic for topic in missing if not consumer.partitions_for_topic(topic)]
+        if missing:
+            time.sleep(0.2)
+    if missing:
+        _log.warning("subscribing to topics the cluster does not list yet: %s", ", ".join(missing))
+    consumer.subscribe(list(topics))
 
 
 # --------------------------------------------------------------------------------------------
@@ -475,6 +500,8 @@ class EventConsumer(Generic[M]):
             "group_id": group_id,
             "enable_auto_commit": False,
             "auto_offset_reset": "earliest",
+            # New partitions and topics are seen within this (the default is five minutes).
+            "metadata_max_age_ms": 30_000,
             **overrides,
         }
         self._consumer: Any = None
@@ -487,7 +514,8 @@ class EventConsumer(Generic[M]):
         if self._consumer is None:
             _probe(self.settings, self._bootstrap_timeout_s)
             try:
-                self._consumer = KafkaConsumer(*self.topics, **self._config)
+                self._consumer = KafkaConsumer(**self._config)
+                subscribe_known(self._consumer, self.topics)
             except KafkaTimeoutError as exc:
                 raise _unavailable(
                     self.settings, f"no cluster metadata within {self._bootstrap_timeout_s:g}s ({exc})"

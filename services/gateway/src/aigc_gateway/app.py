@@ -17,11 +17,12 @@ from aigc_common.server import ServiceBinding
 from aigc_common.settings import load_settings
 from aigc_common.tracing import traced_channel
 from aigc_gateway.adapters import grpc_clients, inprocess
-from aigc_gateway.adapters.kafka_requests import KafkaRequestPublisher
+from aigc_gateway.adapters.kafka_requests import KafkaJobLog, KafkaRequestPublisher
 from aigc_gateway.adapters.kafka_usage import KafkaUsageSink
 from aigc_gateway.adapters.redis_counters import RedisCounters
 from aigc_gateway.adapters.redis_jobs import RedisJobStore
 from aigc_gateway.batch import BatchMetrics, BatchWorker, WorkerConfig
+from aigc_gateway.batch.joblog import JobRestorer
 from aigc_gateway.batch.pacer import Pacer
 from aigc_gateway.batch.pipeline import BatchPipeline
 from aigc_gateway.batch.service import BatchService
@@ -171,11 +172,10 @@ async def _build_batch(
     await asyncio.to_thread(
         ensure_topics,
         settings.kafka,
-        [topics.generation_requests, topics.generation_results, topics.generation_dlq],
+        [topics.generation_requests, topics.generation_results, topics.generation_dlq, topics.batch_jobs],
     )
-    publisher = KafkaRequestPublisher(
-        await asyncio.to_thread(EventProducer(settings.kafka).start), topics.generation_requests
-    )
+    producer = await asyncio.to_thread(EventProducer(settings.kafka).start)
+    publisher = KafkaRequestPublisher(producer, topics.generation_requests)
 
     async def close_publisher() -> None:
         await asyncio.to_thread(publisher.close)
@@ -196,7 +196,14 @@ async def _build_batch(
         await asyncio.wait([pacer_task], timeout=10)
 
     wiring.closers.insert(0, stop_pacer)
-    wiring.batch = BatchService(prompt=prompt, store=store, pacer=pacer, budgets=budgets, prices=prices)
+    wiring.batch = BatchService(
+        prompt=prompt,
+        store=store,
+        pacer=pacer,
+        job_log=KafkaJobLog(producer, topics.batch_jobs),
+        budgets=budgets,
+        prices=prices,
+    )
     if batch.tracker:
         tracker = ResultTracker(
             settings.kafka,
@@ -205,7 +212,12 @@ async def _build_batch(
             store=store,
             budgets=budgets,
         )
-        wiring.tasks.append(asyncio.get_running_loop().create_task(tracker.run()))
+        # Restores jobs a lost store no longer knows (a no-op next to an intact store).
+        restorer = JobRestorer(
+            settings.kafka, topic=topics.batch_jobs, group_id=f"{batch.tracker_group}-jobs", store=store
+        )
+        for task in (tracker, restorer):
+            wiring.tasks.append(asyncio.get_running_loop().create_task(task.run()))
     pipeline = BatchPipeline(wiring.gateway, wiring.directory.tenants)
     metrics = BatchMetrics(runtime.registry) if batch.workers else None
     workers: list[tuple[BatchWorker, asyncio.Task[None]]] = []

@@ -90,8 +90,9 @@ class JobStore(Protocol):
         """True exactly once per job: whoever gets it settles the budget hold."""
         ...
 
-    async def stage(self, job_id: str, requests: Sequence[bytes]) -> None:
-        """Keeps a new job's serialized requests, in order, until the pacer publishes them."""
+    async def stage(self, job_id: str, requests: Sequence[bytes], *, at: int = 0) -> bool:
+        """Appends serialized requests to the job's staged list, in order, for the pacer to publish,
+        but only if the list holds exactly ``at`` requests now (so a replayed append is a no-op)."""
         ...
 
     async def staged(self, job_id: str, start: int, end: int) -> list[bytes]:
@@ -134,9 +135,10 @@ class MemoryJobStore:
                 return self._jobs[known]
             self._tokens[(job.tenant_id, job.client_token)] = job.job_id
         self._jobs[job.job_id] = job
-        self._items[job.job_id] = {}
-        self._results[job.job_id] = []
-        self._status[job.job_id] = JobStatus()
+        # Results may be recorded before their job (a store rebuilt from Kafka reads both at once).
+        self._items.setdefault(job.job_id, {})
+        self._results.setdefault(job.job_id, [])
+        self._status.setdefault(job.job_id, JobStatus())
         return job
 
     async def get(self, job_id: str) -> JobRecord | None:
@@ -149,12 +151,12 @@ class MemoryJobStore:
         return [await self.record(result) for result in results]
 
     async def record(self, result: events_pb2.GenerationResult) -> bool:
-        items = self._items.get(result.job_id)
-        if items is None or result.item_id in items:
+        items = self._items.setdefault(result.job_id, {})
+        if result.item_id in items:
             return False
         items[result.item_id] = result.status
-        self._results[result.job_id].append(result)
-        status = self._status[result.job_id]
+        self._results.setdefault(result.job_id, []).append(result)
+        status = self._status.get(result.job_id, JobStatus())
         counts = dict(status.counts)
         counts[result.status] = counts.get(result.status, 0) + 1
         self._status[result.job_id] = replace(
@@ -184,8 +186,14 @@ class MemoryJobStore:
         self._settled.add(job_id)
         return True
 
-    async def stage(self, job_id: str, requests: Sequence[bytes]) -> None:
-        self._staged[job_id] = list(requests)
+    async def stage(self, job_id: str, requests: Sequence[bytes], *, at: int = 0) -> bool:
+        staged = self._staged.setdefault(job_id, [])
+        if len(staged) != at:
+            if not staged:
+                del self._staged[job_id]
+            return False
+        staged.extend(requests)
+        return True
 
     async def staged(self, job_id: str, start: int, end: int) -> list[bytes]:
         return self._staged.get(job_id, [])[start:end]

@@ -43,6 +43,14 @@ if tonumber(ARGV[2]) >= tonumber(ARGV[3]) then
 end
 return 1
 """
+# KEYS staged, unpublished set; ARGV job id, expected length, ttl seconds, requests...
+_STAGE = """
+if redis.call('LLEN', KEYS[1]) ~= tonumber(ARGV[2]) then return 0 end
+for i = 4, #ARGV do redis.call('RPUSH', KEYS[1], ARGV[i]) end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('SADD', KEYS[2], ARGV[1])
+return 1
+"""
 # KEYS lease; ARGV owner, ttl ms. Taken when free, or renewed by its owner.
 _LEASE = """
 local holder = redis.call('GET', KEYS[1])
@@ -60,6 +68,7 @@ class RedisJobStore:
         self._record = self._client.register_script(_RECORD)
         self._published = self._client.register_script(_PUBLISHED)
         self._lease = self._client.register_script(_LEASE)
+        self._stage = self._client.register_script(_STAGE)
         self._unpublished = self._prefix + "unpublished"
 
     def _k(self, job_id: str, part: str = "") -> str:
@@ -130,14 +139,9 @@ class RedisJobStore:
     async def claim_settlement(self, job_id: str) -> bool:
         return bool(await self._client.set(self._k(job_id, "settled"), "1", nx=True, ex=self._ttl))
 
-    async def stage(self, job_id: str, requests: Sequence[bytes]) -> None:
-        pipe = self._client.pipeline(transaction=True)
-        key = self._k(job_id, "staged")
-        for start in range(0, len(requests), 1000):
-            pipe.rpush(key, *requests[start : start + 1000])
-        pipe.expire(key, self._ttl)
-        pipe.sadd(self._unpublished, job_id)
-        await pipe.execute()
+    async def stage(self, job_id: str, requests: Sequence[bytes], *, at: int = 0) -> bool:
+        keys = [self._k(job_id, "staged"), self._unpublished]
+        return bool(await self._stage(keys=keys, args=[job_id, at, self._ttl, *requests]))
 
     async def staged(self, job_id: str, start: int, end: int) -> list[bytes]:
         if end <= start:

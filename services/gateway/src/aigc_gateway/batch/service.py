@@ -15,6 +15,7 @@ from aigc_common.convert import timestamp_to_pb
 from aigc_common.errors import InvalidArgument, NotFound, PermissionDenied
 from aigc_common.pricing import Price
 from aigc_common.types import SamplingParams
+from aigc_gateway.batch.joblog import JobLog
 from aigc_gateway.batch.pacer import PRIORITY_WEIGHTS, Pacer
 from aigc_gateway.core import worst_case_nanos
 from aigc_gateway.jobs import JobRecord, JobStatus, JobStore
@@ -71,6 +72,7 @@ class BatchService:
         prompt: PromptPort,
         store: JobStore,
         pacer: Pacer,
+        job_log: JobLog,
         budgets: Budgets,
         prices: Mapping[str, Price],
         poll_interval_s: float = 0.2,
@@ -79,6 +81,7 @@ class BatchService:
         self._prompt = prompt
         self._store = store
         self._pacer = pacer
+        self._job_log = job_log
         self._budgets = budgets
         self._prices = dict(prices)
         self._poll = poll_interval_s
@@ -169,9 +172,10 @@ class BatchService:
             await self._budgets.release(hold)
             return Submitted(created)
         try:
-            # Staged first, then the first window goes out: the answer comes after the broker holds
-            # it, so an accepted job has started; the pacer releases the rest as the job progresses.
+            # Staged, then logged on Kafka (what a lost store is rebuilt from), then the first
+            # window goes out; the pacer releases the rest as the job progresses.
             await self._store.stage(job.job_id, staged)
+            await self._job_log.append(job, staged)
             await self._pacer.release(job)
         except BaseException:
             # Not accepted: nothing more is released, and what went out is skipped by the workers.

@@ -91,6 +91,7 @@ from aigc_common.kafka import (
     Topics,
     record_headers,
     serialize,
+    subscribe_known,
 )
 from aigc_common.settings import KafkaSettings
 
@@ -456,7 +457,6 @@ class BatchWorker:
         try:
             self._producer = self._new_producer()
             self._consumer = KafkaConsumer(
-                self.config.topics.generation_requests,
                 bootstrap_servers=servers,
                 client_id=client_id,
                 group_id=self.config.group_id,
@@ -469,7 +469,9 @@ class BatchWorker:
                 session_timeout_ms=int(self.config.session_timeout_s * 1000),
                 max_poll_interval_ms=int(self.config.max_poll_interval_s * 1000),
                 max_poll_records=self.config.max_poll_records,
+                metadata_max_age_ms=30_000,
             )
+            subscribe_known(self._consumer, [self.config.topics.generation_requests])
         except KafkaError as exc:
             self._close()
             raise Unavailable(
