@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,11 +16,13 @@ import pytest
 import pytest_asyncio
 from prometheus_client import CollectorRegistry
 
+from aigc.events.v1 import events_pb2
 from aigc.gateway.v1 import gateway_pb2 as pb
 from aigc.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from aigc_cache.adapters.memory_store import MemoryStore
 from aigc_cache.core import CacheCore
 from aigc_cache.metrics import CacheMetrics
+from aigc_common.kafka import EventConsumer, ensure_topics
 from aigc_common.runtime import ProcessRuntime
 from aigc_common.server import GrpcServer
 from aigc_common.settings import GrpcSettings, KafkaSettings, RedisSettings
@@ -42,8 +45,13 @@ async def stub(
     request: pytest.FixtureRequest, kafka_bootstrap: str, redis_url: str, cpu_model_path: Path
 ) -> AsyncIterator[pb_grpc.GatewayServiceStub]:
     unique = f"batch-{request.param}-{abs(hash(request.node.nodeid)) % 10**8}"
+    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap, client_id=unique)
+    usage_topic = f"{unique}-aigc.usage.v1"
+    await asyncio.to_thread(ensure_topics, kafka, [usage_topic])
     settings = GatewaySettings(
-        kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap, client_id=unique),
+        kafka=kafka,
+        usage_sink="kafka",
+        usage_topic=usage_topic,
         redis=RedisSettings(url=redis_url, key_prefix=f"{unique}:"),
         batch=BatchSettings(
             enabled=True,
@@ -84,6 +92,7 @@ async def stub(
     async with grpc.aio.insecure_channel(server.address) as channel:
         stub = pb_grpc.GatewayServiceStub(channel)
         stub.address = server.address  # type: ignore[attr-defined]  # for the CLI test
+        stub.usage = (kafka, usage_topic)  # type: ignore[attr-defined]  # for the usage test
         yield stub
     await server.stop(0)
     await wiring.close()
@@ -95,6 +104,32 @@ def _items(n: int, prefix: str = "p") -> list[pb.BatchItem]:
         pb.BatchItem(item_id=f"{prefix}{i}", variables={"product": f"竹制砧板 {i}", "language": "zh"})
         for i in range(n)
     ]
+
+
+def _usage_request_ids(kafka: KafkaSettings, topic: str, job_id: str, n: int) -> list[str]:
+    consumer = EventConsumer(
+        kafka, group_id=f"{topic}-{job_id}", topics=[topic], message_type=events_pb2.UsageRecorded
+    ).start()
+    try:
+        ids: list[str] = []
+        deadline = time.monotonic() + 60
+        while len(ids) < n and time.monotonic() < deadline:
+            ids += [
+                e.message.request_id
+                for e in consumer.poll_batch(timeout_s=0.5)
+                if e.message.request_id.startswith(job_id + "/")
+            ]
+        # A little longer: a second event for an item would show up here.
+        quiet = time.monotonic() + 2.0
+        while time.monotonic() < quiet:
+            ids += [
+                e.message.request_id
+                for e in consumer.poll_batch(timeout_s=0.5)
+                if e.message.request_id.startswith(job_id + "/")
+            ]
+        return ids
+    finally:
+        consumer.close()
 
 
 async def _all_results(
@@ -126,6 +161,11 @@ async def test_a_job_runs_every_valid_item_once_and_resumes_from_a_cursor(
     assert job.state == pb.BATCH_STATE_COMPLETED
     assert (job.total_items, job.succeeded_items, job.pending_items) == (5, 5, 0)
     assert 0 < job.cost.amount_nanos <= job.estimated_cost.amount_nanos
+
+    # One usage event per item, under the item's request id, as interactive requests have.
+    kafka, topic = stub.usage  # type: ignore[attr-defined]
+    charged = await asyncio.to_thread(_usage_request_ids, kafka, topic, submitted.job_id, 5)
+    assert sorted(charged) == sorted(f"{submitted.job_id}/p{i}" for i in range(5))
 
     again = await stub.SubmitBatch(
         pb.SubmitBatchRequest(template_id="product_copy", items=items, max_tokens=12, client_token="t-1")
