@@ -404,17 +404,17 @@ class BatchWorker:
                         exc_info=True,
                         extra={"fields": {"transactional_id": self.transactional_id}},
                     )
-                    await self._recover(outcomes)
+                    await self._recover(replace_producer=True)
                     continue
                 except Exception:
-                    # Aborted: nothing of this batch is visible. Consume it again from its first
+                    # Aborted: nothing of this batch is visible. Consume it again from the committed
                     # offsets; the pipeline runs again, the results are still published once.
                     log.exception(
                         "batch transaction aborted; the batch will be consumed again",
                         extra={"fields": {"transactional_id": self.transactional_id}},
                     )
-                    await self._kafka(self._rewind, outcomes)
                     await asyncio.sleep(self.config.failure_backoff_s)
+                    await self._recover(replace_producer=False)
                     continue
                 self.committed_batches += 1
                 for outcome in outcomes:
@@ -434,11 +434,12 @@ class BatchWorker:
         wanted = min(wanted, 4 * self._poll_records)
         self._poll_records = max(self.config.concurrency, min(self.config.max_poll_records, wanted))
 
-    async def _recover(self, outcomes: Sequence[_Outcome]) -> None:
-        """Replaces the producer, retrying until the broker answers or :meth:`stop` is called."""
+    async def _recover(self, *, replace_producer: bool) -> None:
+        """After a failed transaction: a fresh consumer (and producer, when stuck), retrying until
+        the broker answers or :meth:`stop` is called."""
         while True:
             try:
-                await self._kafka(self._replace_producer, outcomes)
+                await self._kafka(self._restart, replace_producer)
                 return
             except KafkaError:
                 if self._stopping.is_set():
@@ -451,37 +452,45 @@ class BatchWorker:
             raise RuntimeError("the Kafka thread exists only while run() runs")
         return await asyncio.get_running_loop().run_in_executor(self._executor, partial(fn, *args))
 
+    def _servers(self) -> list[str]:
+        return [s.strip() for s in self.kafka.bootstrap_servers.split(",") if s.strip()]
+
     def _connect(self) -> None:
-        servers = [s.strip() for s in self.kafka.bootstrap_servers.split(",") if s.strip()]
-        client_id = f"{self.kafka.client_id}-batch-{self.config.worker_index}"
         try:
             self._producer = self._new_producer()
-            self._consumer = KafkaConsumer(
-                bootstrap_servers=servers,
-                client_id=client_id,
-                group_id=self.config.group_id,
-                # Offsets move only inside our transactions.
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                # Requests may be published transactionally too; never act on an aborted one.
-                # It also makes the offset fetch wait for a pending transactional commit (KIP-447).
-                isolation_level="read_committed",
-                session_timeout_ms=int(self.config.session_timeout_s * 1000),
-                max_poll_interval_ms=int(self.config.max_poll_interval_s * 1000),
-                max_poll_records=self.config.max_poll_records,
-                metadata_max_age_ms=30_000,
-            )
-            subscribe_known(self._consumer, [self.config.topics.generation_requests])
+            self._consumer = self._new_consumer()
         except KafkaError as exc:
             self._close()
             raise Unavailable(
-                f"Kafka is unavailable for the batch worker ({exc}); bootstrap servers: {', '.join(servers)}"
+                f"Kafka is unavailable for the batch worker ({exc}); bootstrap servers: {', '.join(self._servers())}"
             ) from None
 
+    def _new_consumer(self) -> Any:
+        consumer = KafkaConsumer(
+            bootstrap_servers=self._servers(),
+            client_id=f"{self.kafka.client_id}-batch-{self.config.worker_index}",
+            group_id=self.config.group_id,
+            # Offsets move only inside our transactions.
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            # Requests may be published transactionally too; never act on an aborted one.
+            # It also makes the offset fetch wait for a pending transactional commit (KIP-447).
+            isolation_level="read_committed",
+            session_timeout_ms=int(self.config.session_timeout_s * 1000),
+            max_poll_interval_ms=int(self.config.max_poll_interval_s * 1000),
+            max_poll_records=self.config.max_poll_records,
+            metadata_max_age_ms=30_000,
+        )
+        try:
+            subscribe_known(consumer, [self.config.topics.generation_requests])
+        except BaseException:
+            consumer.close(autocommit=False)
+            raise
+        return consumer
+
     def _new_producer(self) -> Any:
-        servers = [s.strip() for s in self.kafka.bootstrap_servers.split(",") if s.strip()]
         producer = KafkaProducer(
-            bootstrap_servers=servers,
+            bootstrap_servers=self._servers(),
             client_id=f"{self.kafka.client_id}-batch-{self.config.worker_index}",
             transactional_id=self.transactional_id,
             enable_idempotence=True,
@@ -499,30 +508,32 @@ class BatchWorker:
             raise
         return producer
 
-    def _replace_producer(self, outcomes: Sequence[_Outcome]) -> None:
-        """After a transaction step timed out: a new producer, and the batch's partitions rewound to
-        their committed offsets. On the Kafka thread; raises while the broker is still away.
+    def _restart(self, replace_producer: bool) -> None:
+        """A new consumer in the group (and a new producer); on the Kafka thread. Raises while the
+        broker is still away.
 
-        kafka-python's producer does not always reconnect after a broker restart (its sender can
-        keep waiting for the old connection until ``delivery_timeout`` expires the records), and its
-        commit and abort wait without a timeout; a fresh producer with the same transactional id is
-        the reliable way on. Its ``init_transactions`` settles the old producer's transaction: an
-        open one is aborted, one whose commit had reached the broker completes. Which of the two
-        happened is read back from the committed offsets, which were part of that transaction.
+        The consumer is rebuilt rather than rewound: after a broker restart or a lost group
+        membership, kafka-python's idea of the assignment and positions can be stale, and seeking
+        on it once lost a batch in a test. A fresh member starts from the committed offsets, which
+        are the transactional truth: exactly where the last committed batch ended.
+
+        The producer is replaced when a transaction step timed out: kafka-python's producer does not
+        always reconnect after a broker restart, and its commit and abort wait without a timeout.
+        The new one's ``init_transactions`` settles the old transaction (an open one is aborted, one
+        whose commit reached the broker completes) before the new consumer reads the offsets.
         """
-        if self._producer is not None:
-            old, self._producer = self._producer, None
-            _discard(old)
-        self._producer = self._new_producer()
-        assigned = self._consumer.assignment()
-        for tp in {TopicPartition(o.topic, o.partition) for o in outcomes}:
-            if tp not in assigned:
-                continue  # its new owner reads the committed offset itself
-            committed = self._consumer.committed(tp)
-            if committed is None:
-                self._consumer.seek_to_beginning(tp)
-            else:
-                self._consumer.seek(tp, committed)
+        if replace_producer:
+            if self._producer is not None:
+                old, self._producer = self._producer, None
+                _discard(old)
+            self._producer = self._new_producer()
+        if self._consumer is not None:
+            old_consumer, self._consumer = self._consumer, None
+            try:
+                old_consumer.close(autocommit=False, timeout_ms=5_000)
+            except KafkaError:
+                log.warning("the replaced consumer did not close cleanly", exc_info=True)
+        self._consumer = self._new_consumer()
 
     def _close(self) -> None:
         # Our partitions go to other workers, who report them.
@@ -592,17 +603,6 @@ class BatchWorker:
             return  # a partition without a position yet (just assigned); measure next time
         lag = sum(max(0, ends[tp] - position) for tp, position in zip(partitions, positions, strict=True))
         self.metrics.set_lag(self.config.topics.generation_requests, self.config.group_id, id(self), lag)
-
-    def _rewind(self, outcomes: Iterable[_Outcome]) -> None:
-        first: dict[TopicPartition, int] = {}
-        for outcome in outcomes:
-            tp = TopicPartition(outcome.topic, outcome.partition)
-            first[tp] = min(first.get(tp, outcome.offset), outcome.offset)
-        assigned = self._consumer.assignment()
-        for tp, offset in first.items():
-            # A partition lost in a rebalance meanwhile is its new owner's to replay.
-            if tp in assigned:
-                self._consumer.seek(tp, offset)
 
     # ---- processing
 
