@@ -12,28 +12,7 @@ import pytest
 
 from aigc_safety.normalize import normalize
 from aigc_safety.rules import Rule, RulePack, default_pack_path, load_pack
-from aigc_safety.types import Action, Stage
-
-CONTENT_CATEGORIES = (
-    "insult",
-    "unfairness_discrimination",
-    "crimes_illegal",
-    "physical_harm",
-    "mental_health",
-    "privacy_property",
-    "ethics_morality",
-    "political_sensitivity",
-)
-ATTACK_CATEGORIES = (
-    "goal_hijacking",
-    "prompt_leaking",
-    "role_play_instruction",
-    "unsafe_instruction_topic",
-    "inquiry_unsafe_opinion",
-    "reverse_exposure",
-    "jailbreak",
-    "prompt_injection",
-)
+from aigc_safety.types import ATTACK_CATEGORIES, CONTENT_CATEGORIES, Action, Stage
 
 # (category, language, text, expected action of the rule of that category)
 UNSAFE = [

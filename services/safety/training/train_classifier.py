@@ -73,6 +73,7 @@ from aigc_safety.classifier import (
     text_features,
 )
 from aigc_safety.normalize import normalize
+from aigc_safety.types import CATEGORIES
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_TRAIN = REPO_ROOT.parent / "shared" / "eval" / "safety_train.jsonl"
@@ -80,27 +81,9 @@ PROJECT_DATA = Path(__file__).resolve().parent / "data"
 SEED = 20240611
 LANGS = ("zh", "en")
 TIERS = ("core", "soft", "plain", "tricky")
-# Categories the head can name. The train file's six "inappropriate_advice" lines (misinformation
-# and fraud from JailBench's seed set) fall outside the taxonomy the rule packs use: they train
+# The category head names CATEGORIES (aigc_safety.types). The train file's six "inappropriate_advice"
+# lines (misinformation and fraud from JailBench's seed set) fall outside that taxonomy: they train
 # the binary head but not the category head.
-CATEGORIES = (
-    "insult",
-    "unfairness_discrimination",
-    "crimes_illegal",
-    "physical_harm",
-    "mental_health",
-    "privacy_property",
-    "ethics_morality",
-    "political_sensitivity",
-    "goal_hijacking",
-    "prompt_leaking",
-    "role_play_instruction",
-    "unsafe_instruction_topic",
-    "inquiry_unsafe_opinion",
-    "reverse_exposure",
-    "jailbreak",
-    "prompt_injection",
-)
 THRESHOLD = 0.5
 CATEGORY_MIN_SCORE = 0.25
 

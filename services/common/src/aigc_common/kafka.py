@@ -212,6 +212,28 @@ class ProtobufDeserializer(Generic[M]):
         self.full_name = message_type.DESCRIPTOR.full_name
         self.content_type = content_type_for(message_type)
 
+    def consumed(self, record: Any) -> ConsumedEvent[M]:
+        """A kafka-python ``ConsumerRecord`` decoded (see :meth:`decode`), with where it came from."""
+        headers = tuple(record.headers or ())
+        message = self.decode(
+            record.value,
+            headers,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+        )
+        return ConsumedEvent(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=None if record.key is None else record.key.decode("utf-8", errors="replace"),
+            message=message,
+            headers=headers,
+            timestamp_ms=record.timestamp,
+            leader_epoch=record.leader_epoch if record.leader_epoch is not None else -1,
+        )
+
     def decode(
         self,
         value: bytes | None,
@@ -537,7 +559,7 @@ class EventConsumer(Generic[M]):
         for tp, records in batches.items():
             for record in records:
                 try:
-                    events.append(self._decode(record))
+                    events.append(self.deserializer.consumed(record))
                 except EventDecodeError as exc:
                     # The consumer's position is already past this batch; rewind to the bad
                     # record so neither it nor the records after it are lost in this process.
@@ -609,27 +631,6 @@ class EventConsumer(Generic[M]):
         if consumer is not None:
             # Nothing to auto-commit: offsets move only through commit().
             consumer.close(autocommit=False)
-
-    def _decode(self, record: Any) -> ConsumedEvent[M]:
-        headers = tuple(record.headers or ())
-        message = self.deserializer.decode(
-            record.value,
-            headers,
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-        )
-        return ConsumedEvent(
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=None if record.key is None else record.key.decode("utf-8", errors="replace"),
-            message=message,
-            headers=headers,
-            timestamp_ms=record.timestamp,
-            leader_epoch=record.leader_epoch if record.leader_epoch is not None else -1,
-        )
 
     def _rewind_unhandled(self, unhandled: Sequence[ConsumedEvent[M]]) -> None:
         first: dict[TopicPartition, int] = {}

@@ -187,12 +187,9 @@ class MemoryJobStore:
         return True
 
     async def stage(self, job_id: str, requests: Sequence[bytes], *, at: int = 0) -> bool:
-        staged = self._staged.setdefault(job_id, [])
-        if len(staged) != at:
-            if not staged:
-                del self._staged[job_id]
+        if len(self._staged.get(job_id, ())) != at:
             return False
-        staged.extend(requests)
+        self._staged.setdefault(job_id, []).extend(requests)
         return True
 
     async def staged(self, job_id: str, start: int, end: int) -> list[bytes]:

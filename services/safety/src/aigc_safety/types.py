@@ -5,6 +5,30 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+CONTENT_CATEGORIES = (
+    "insult",
+    "unfairness_discrimination",
+    "crimes_illegal",
+    "physical_harm",
+    "mental_health",
+    "privacy_property",
+    "ethics_morality",
+    "political_sensitivity",
+)
+"""Harmful-content categories (the Safety-Prompts taxonomy), as rule packs and the classifier name them."""
+ATTACK_CATEGORIES = (
+    "goal_hijacking",
+    "prompt_leaking",
+    "role_play_instruction",
+    "unsafe_instruction_topic",
+    "inquiry_unsafe_opinion",
+    "reverse_exposure",
+    "jailbreak",
+    "prompt_injection",
+)
+"""Instruction attacks, plus jailbreak and prompt injection."""
+CATEGORIES = CONTENT_CATEGORIES + ATTACK_CATEGORIES
+
 
 class Action(enum.StrEnum):
     """What a verdict asks the pipeline to do, weakest first."""

@@ -54,6 +54,6 @@ class KafkaJobLog:
         self._topic = topic
         self._timeout_s = timeout_s
 
-    async def append(self, job: JobRecord, requests: Sequence[bytes]) -> None:
+    async def append(self, job: JobRecord, requests: Sequence[events_pb2.GenerationRequested]) -> None:
         records = [(job.job_id, chunk) for chunk in job_chunks(job, requests)]
         await _send_acknowledged(self._producer, self._topic, records, self._timeout_s, "job log records")

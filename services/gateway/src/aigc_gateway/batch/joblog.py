@@ -29,12 +29,14 @@ CHUNK = 1_000
 
 
 class JobLog(Protocol):
-    """Durably appends an accepted job and its serialized ``GenerationRequested`` requests."""
+    """Durably appends an accepted job and its requests."""
 
-    async def append(self, job: JobRecord, requests: Sequence[bytes]) -> None: ...
+    async def append(self, job: JobRecord, requests: Sequence[events_pb2.GenerationRequested]) -> None: ...
 
 
-def job_chunks(job: JobRecord, requests: Sequence[bytes]) -> list[events_pb2.BatchJobAccepted]:
+def job_chunks(
+    job: JobRecord, requests: Sequence[events_pb2.GenerationRequested]
+) -> list[events_pb2.BatchJobAccepted]:
     count = max(1, -(-len(requests) // CHUNK))
     return [
         events_pb2.BatchJobAccepted(
@@ -54,10 +56,7 @@ def job_chunks(job: JobRecord, requests: Sequence[bytes]) -> list[events_pb2.Bat
             priority=job.priority,
             chunk_index=index,
             chunk_count=count,
-            requests=[
-                events_pb2.GenerationRequested.FromString(raw)
-                for raw in requests[index * CHUNK : (index + 1) * CHUNK]
-            ],
+            requests=requests[index * CHUNK : (index + 1) * CHUNK],
         )
         for index in range(count)
     ]

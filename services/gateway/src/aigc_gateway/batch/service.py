@@ -152,7 +152,7 @@ class BatchService:
         )
         # An unset deadline must stay unset: an empty Timestamp would read as 1970, long expired.
         deadline = timestamp_to_pb(req.deadline) if req.deadline else None
-        staged = [
+        requests = [
             events_pb2.GenerationRequested(
                 job_id=job.job_id,
                 item_id=item_id,
@@ -164,7 +164,7 @@ class BatchService:
                 attempt=0,
                 deadline=deadline,
                 max_tokens=req.max_tokens,
-            ).SerializeToString()
+            )
             for item_id, variables in accepted
         ]
         created = await self._store.create(job)
@@ -174,8 +174,8 @@ class BatchService:
         try:
             # Staged, then logged on Kafka (what a lost store is rebuilt from), then the first
             # window goes out; the pacer releases the rest as the job progresses.
-            await self._store.stage(job.job_id, staged)
-            await self._job_log.append(job, staged)
+            await self._store.stage(job.job_id, [r.SerializeToString() for r in requests])
+            await self._job_log.append(job, requests)
             await self._pacer.release(job)
         except BaseException:
             # Not accepted: nothing more is released, and what went out is skipped by the workers.

@@ -557,31 +557,10 @@ class BatchWorker:
         undecodable: list[EventDecodeError] = []
         for records in batches.values():
             for record in records:
-                headers = tuple(record.headers or ())
                 try:
-                    message = self._deserializer.decode(
-                        record.value,
-                        headers,
-                        topic=record.topic,
-                        partition=record.partition,
-                        offset=record.offset,
-                        key=record.key,
-                    )
+                    events.append(self._deserializer.consumed(record))
                 except EventDecodeError as exc:
                     undecodable.append(exc)
-                    continue
-                events.append(
-                    ConsumedEvent(
-                        topic=record.topic,
-                        partition=record.partition,
-                        offset=record.offset,
-                        key=None if record.key is None else record.key.decode("utf-8", errors="replace"),
-                        message=message,
-                        headers=headers,
-                        timestamp_ms=record.timestamp,
-                        leader_epoch=record.leader_epoch if record.leader_epoch is not None else -1,
-                    )
-                )
         return events, undecodable
 
     def _measure_lag(self) -> None:
