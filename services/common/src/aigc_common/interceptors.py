@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 Around = Callable[[str, grpc.aio.ServicerContext], AbstractAsyncContextManager[None]]
 
+FIELD_METADATA = "aigc-field-bin"
+"""Trailing metadata naming the request field a failed call's error is about."""
+
 _CODES: dict[type[errors.AigcError], grpc.StatusCode] = {
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     errors.NotFound: grpc.StatusCode.NOT_FOUND,
@@ -123,8 +126,14 @@ class ErrorMappingInterceptor(_AroundInterceptor):
         try:
             yield
         except errors.AigcError as exc:
+            trailing: list[tuple[str, str | bytes]] = []
             if isinstance(exc, errors.ResourceExhausted) and exc.retry_after > 0:
-                context.set_trailing_metadata((("retry-after", f"{exc.retry_after:.3f}"),))
+                trailing.append(("retry-after", f"{exc.retry_after:.3f}"))
+            if exc.field:
+                # Binary metadata: field paths may hold non-ASCII variable names (variables.品名).
+                trailing.append((FIELD_METADATA, exc.field.encode("utf-8")))
+            if trailing:
+                context.set_trailing_metadata(tuple(trailing))
             await context.abort(status_code_for(exc), str(exc))
         except (asyncio.CancelledError, grpc.aio.AbortError, GeneratorExit):
             raise
@@ -211,11 +220,19 @@ class ChainedInterceptor(_AroundInterceptor):
 
 
 def error_from_rpc(exc: grpc.aio.AioRpcError, service: str) -> errors.AigcError:
-    """The domain error a remote status stands for, so a gateway re-raises it with its meaning."""
+    """The domain error a remote status stands for, so a gateway re-raises it with its meaning
+    (and the request field it names, from the ``aigc-field-bin`` trailing metadata)."""
     code = exc.code()
+    details = exc.details() or code.name
+    field = ""
+    for key, value in exc.trailing_metadata() or ():
+        if key == FIELD_METADATA:
+            field = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    if field and details.startswith(f"{field}: "):
+        details = details[len(field) + 2 :]
     for cls, mapped in _CODES.items():
         if mapped == code:
-            return cls(exc.details() or code.name)
+            return cls(details, field=field)
     if code == grpc.StatusCode.CANCELLED:
         return errors.Unavailable(f"{service} cancelled the call")
     return errors.Unavailable(f"{service} failed: {code.name}")

@@ -88,15 +88,23 @@ def batch_request_from_pb(r: pb.SubmitBatchRequest) -> BatchRequest:
         client_token=r.client_token,
         all_or_nothing=r.all_or_nothing,
         max_tokens=r.max_tokens,
-        priority=_PRIORITIES.get(r.priority, "normal"),
+        priority=_priority(r.priority),
     )
 
 
 _PRIORITIES = {
+    pb.BATCH_PRIORITY_UNSPECIFIED: "normal",
     pb.BATCH_PRIORITY_LOW: "low",
     pb.BATCH_PRIORITY_NORMAL: "normal",
     pb.BATCH_PRIORITY_HIGH: "high",
 }
+
+
+def _priority(value: int) -> str:
+    try:
+        return _PRIORITIES[value]  # type: ignore[index]
+    except KeyError:
+        raise InvalidArgument(f"unknown priority {value}", field="priority") from None
 
 
 def submitted_to_pb(s: Submitted) -> pb.SubmitBatchResponse:

@@ -117,6 +117,8 @@ class BatchService:
             try:
                 rendered = await self._prompt.render(tenant.id, req.template_id, variables, req.label, 0)
             except InvalidArgument as exc:
+                if exc.field and not exc.field.startswith("variables"):
+                    raise  # the template, label or version: the same for every item, so the job's error
                 rejected.append(ItemError(item_id, exc.field, str(exc)))
                 continue
             model = req.model or rendered.model
