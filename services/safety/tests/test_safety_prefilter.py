@@ -46,8 +46,12 @@ def test_patterns_without_selective_literals_have_no_triggers(pattern: str) -> N
     assert triggers(pattern) is None
 
 
-def test_every_match_of_every_shipped_pattern_contains_a_trigger() -> None:
-    pack = load_pack(default_packs_dir() / "default.yaml")
+SHIPPED_PACKS = sorted(default_packs_dir().glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED_PACKS, ids=lambda p: p.stem)
+def test_every_match_of_every_shipped_pattern_contains_a_trigger(path: Path) -> None:
+    pack = load_pack(path)
     texts = [normalize(t).text for t in _texts()]
     checked = 0
     for rule in pack.rules:
@@ -62,10 +66,13 @@ def test_every_match_of_every_shipped_pattern_contains_a_trigger() -> None:
     assert checked > 50
 
 
-def test_the_scanner_finds_exactly_what_every_rule_finds() -> None:
-    pack = load_pack(default_packs_dir() / "default.yaml")
+@pytest.mark.parametrize("path", SHIPPED_PACKS, ids=lambda p: p.stem)
+def test_the_scanner_finds_exactly_what_every_rule_finds(path: Path) -> None:
+    pack = load_pack(path)
     rng = random.Random(3)
     texts = [normalize(t).text for t in _texts()]
+    # Long texts, where the scanner searches a pattern only in windows around its triggers.
+    texts += [" ".join(rng.sample(texts, 25)) for _ in range(60)]
     # Scanning from a position (streaming) must agree too.
     for stage in Stage:
         scanner = pack.scanner(stage)

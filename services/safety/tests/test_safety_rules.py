@@ -99,3 +99,50 @@ def test_unreadable_and_malformed_files_are_named(tmp_path: Path) -> None:
         load_pack(_write(tmp_path, "name: [unclosed"))
     with pytest.raises(RulePackError, match="rules: must be a non-empty list"):
         load_pack(_write(tmp_path, "name: t\nversion: 1\nrules: []"))
+
+
+FRAGMENT_PACK = r"""name: t
+version: 1
+fragments:
+  ask: 'how (?:do|can) i|ways to'
+  ask_evade: '(?&ask) (?:secretly )?'
+rules:
+  - id: en.test.frag
+    category: testing
+    severity: 3
+    action: block
+    language: en
+    description: a rule built from fragments
+    patterns: ['(?&ask_evade)(?:poison|drug) (?:my|a) (?:neighbou?r|dog)\b']
+"""
+
+
+def test_fragments_are_shared_pattern_pieces(tmp_path: Path) -> None:
+    pack = load_pack(_write(tmp_path, FRAGMENT_PACK))
+    rule = pack.rules[0]
+    assert rule.find("how can i secretly poison my neighbour?") == [(0, 38)]
+    assert rule.find("ways to drug a dog") == [(0, 18)]
+    assert rule.find("how can i protect my dog from poison") == []
+    # The prefilter sees the expanded pattern, so the rule still only runs on its trigger words.
+    assert pack.scanner(Stage.INPUT).always_run == 0
+    assert [r.rule_id for r, _ in pack.scanner(Stage.INPUT).scan("ways to poison a dog")] == ["en.test.frag"]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            ("(?&ask_evade)(?:poison", "(?&askk)(?:poison"),
+            "rule 'en.test.frag': patterns[0]: (?&askk) names no fragment",
+        ),
+        (
+            ("ask_evade: '(?&ask)", "ask_evade: '(?&ask_evade)"),
+            "fragments.ask_evade: (?&ask_evade) names no fragment",
+        ),
+        (("ask: 'how (?:do", "ask: 'how (?:do("), "fragments.ask: not a valid regular expression"),
+        (("  ask: ", "  Ask: "), "fragments.Ask: name must be lower-case"),
+    ],
+)
+def test_broken_fragments_are_named(tmp_path: Path, change: tuple[str, str], expected: str) -> None:
+    with pytest.raises(RulePackError, match=re.escape(expected)):
+        load_pack(_write(tmp_path, FRAGMENT_PACK.replace(*change)))

@@ -61,13 +61,12 @@ def _rule_hits(
 ) -> list[tuple[Action, RuleHit]]:
     """Rules of the policy's packs that fire, each with the action the policy gives its category."""
     found = []
-    for pack in policy.packs:
-        for rule, spans in pack.scanner(stage).scan(normalized.text, pos):
-            action = policy.action_for(rule.category, rule.action)
-            if action is None:
-                continue  # the policy turns this category off
-            original = tuple(normalized.original_span(s, e) for s, e in spans)
-            found.append((action, RuleHit(rule.rule_id, rule.category, rule.severity, original)))
+    for rule, spans in policy.scanner(stage).scan(normalized.text, pos):
+        action = policy.action_for(rule.category, rule.action)
+        if action is None:
+            continue  # the policy turns this category off
+        original = tuple(normalized.original_span(s, e) for s, e in spans)
+        found.append((action, RuleHit(rule.rule_id, rule.category, rule.severity, original)))
     return found
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -19,8 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from aigc_common.config_files import read_yaml_model
 from aigc_common.errors import ConfigError
 from aigc_safety.pii import PII_DETECTORS
-from aigc_safety.rules import RulePack, load_pack
-from aigc_safety.types import Action
+from aigc_safety.rules import PackScanner, RulePack, load_pack
+from aigc_safety.types import Action, Stage
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,18 @@ class Policy:
         packs = "+".join(p.policy_version for p in self.packs)
         return f"{self.spec.name}@{self.spec.version}+{packs}"
 
+    @cached_property
+    def _scanners(self) -> dict[Stage, PackScanner]:
+        return {
+            stage: PackScanner(tuple(r for pack in self.packs for r in pack.rules_for(stage)))
+            for stage in Stage
+        }
+
+    def scanner(self, stage: Stage) -> PackScanner:
+        """Every rule of every pack of the policy for one stage, in one automaton: a text is
+        scanned once however many packs the policy names (compiled when the policy is loaded)."""
+        return self._scanners[stage]
+
     def action_for(self, category: str, default: Action) -> Action | None:
         """The action for a hit of ``category``; None when the policy turns the category off."""
         chosen = self.spec.categories.get(category)
@@ -160,7 +173,9 @@ def build_policy_set(packs_dir: Path, policies_dir: Path) -> PolicySet:
         missing = [p for p in spec.packs if p not in packs]
         if missing:
             raise ConfigError(f"policy {path}: field packs: no rule pack named {missing[0]!r} in {packs_dir}")
-        policies[spec.name] = Policy(spec, tuple(packs[p] for p in spec.packs))
+        policy = Policy(spec, tuple(packs[p] for p in spec.packs))
+        policy.scanner(Stage.INPUT)  # compiled now, so a reload swaps in a ready policy
+        policies[spec.name] = policy
     for policy in policies.values():
         reasoning = policy.spec.reasoning_policy
         if reasoning and reasoning not in policies:

@@ -9,6 +9,7 @@ so a pack never needs full-width, upper-case or zero-width variants of a phrase.
 from __future__ import annotations
 
 import re
+import re._parser as sre_parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,16 @@ from aigc_safety.prefilter import triggers
 from aigc_safety.types import Action, Stage
 
 LANGUAGES = frozenset({"zh", "en", "any"})
-_PACK_KEYS = frozenset({"name", "version", "description", "rules"})
+_PACK_KEYS = frozenset({"name", "version", "description", "fragments", "rules"})
 _RULE_KEYS = frozenset(
     {"id", "category", "severity", "action", "language", "stages", "description", "keywords", "patterns"}
 )
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _RULE_ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,127}")
+_FRAGMENT_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+# A pattern (or a later fragment) uses a fragment as "(?&name)", the notation PCRE uses for calling
+# a named group; here it is plain text substitution, done once at load, as a non-capturing group.
+_FRAGMENT_REF = re.compile(r"\(\?&([^)]*)\)")
 
 # How far back, in normalised characters, a streaming check looks for a match that ends in new
 # text. Keyword matches are bounded by the longest keyword; a pattern match longer than this is
@@ -90,6 +95,7 @@ class PackScanner:
         keywords: dict[str, list[tuple[int, bool, bool]]] = {}
         triggered: dict[str, list[int]] = {}
         self._patterns: list[tuple[int, re.Pattern[str]]] = []
+        self._widths: list[int | None] = []
         always: list[int] = []
         for index, rule in enumerate(rules):
             for keyword in rule.keywords:
@@ -100,6 +106,7 @@ class PackScanner:
             for pattern in rule.patterns:
                 pattern_id = len(self._patterns)
                 self._patterns.append((index, pattern))
+                self._widths.append(_max_width(pattern))
                 words = triggers(pattern.pattern)
                 if words is None:
                     always.append(pattern_id)
@@ -124,15 +131,19 @@ class PackScanner:
     def scan(self, normalized: str, pos: int = 0) -> list[tuple[Rule, list[tuple[int, int]]]]:
         """``(rule, merged spans)`` for each rule that matches at or after ``pos``, in rule order."""
         found: dict[int, list[tuple[int, int]]] = {}
-        to_run: set[int] = set(self._always)
-        if self._automaton is not None and len(normalized) > pos:
-            n = len(normalized)
+        # pattern id -> where its triggers occur (None: search the whole text)
+        to_run: dict[int, list[tuple[int, int]] | None] = dict.fromkeys(self._always)
+        n = len(normalized)
+        if self._automaton is not None and n > pos:
             # Patterns report matches that start at or after ``pos`` (as Rule.find does), and a
             # match contains its trigger, so only the text from ``pos`` on is searched: a streaming
             # check costs the new text plus the look-back, not the whole answer again.
             for end, (length, owners, pattern_ids) in self._automaton.iter(normalized, pos):
-                to_run.update(pattern_ids)
                 start = end - length + 1
+                for pattern_id in pattern_ids:
+                    at = to_run.setdefault(pattern_id, [])
+                    if at is not None:
+                        at.append((start, end + 1))
                 for index, check_left, check_right in owners:
                     if check_left and start > 0 and _is_word_char(normalized[start - 1]):
                         continue
@@ -141,9 +152,60 @@ class PackScanner:
                     found.setdefault(index, []).append((start, end + 1))
         for pattern_id in sorted(to_run):
             index, pattern = self._patterns[pattern_id]
-            for m in pattern.finditer(normalized, pos):
-                found.setdefault(index, []).append(m.span())
+            width, at = self._widths[pattern_id], to_run[pattern_id]
+            if width is None or at is None:
+                spans = [m.span() for m in pattern.finditer(normalized, pos)]
+            else:
+                spans = _search_near(pattern, normalized, pos, width, at)
+            if spans:
+                found.setdefault(index, []).extend(spans)
         return [(self.rules[i], _merged(spans)) for i, spans in sorted(found.items())]
+
+
+def _max_width(pattern: re.Pattern[str]) -> int | None:
+    """The longest match a pattern can make, when that is bounded by the pack's look-back."""
+    try:
+        width = int(sre_parse.parse(pattern.pattern, pattern.flags).getwidth()[1])
+    except (re.error, OverflowError, RecursionError):
+        return None
+    return width if width <= PATTERN_LOOKBACK_CHARS else None
+
+
+def _search_near(
+    pattern: re.Pattern[str], text: str, pos: int, width: int, triggers_at: list[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    """Matches of a pattern of bounded ``width`` searched only around its trigger occurrences.
+
+    Every match contains a trigger, so it lies within ``width`` characters of one; searching those
+    windows instead of the whole text is what keeps a 2,000-character check fast when a common
+    word triggers a long pattern. A window is cut a look-back past the furthest possible match end
+    (room for look-aheads) and every match found in a cut window is confirmed on the whole text, so
+    the cut never invents a match.
+    """
+    n = len(text)
+    windows: list[list[int]] = []
+    for start, end in sorted(triggers_at):
+        lo, hi = max(pos, end - width), min(n, start + width + PATTERN_LOOKBACK_CHARS)
+        if windows and lo <= windows[-1][1]:
+            windows[-1][1] = max(windows[-1][1], hi)
+        else:
+            windows.append([lo, hi])
+    spans = []
+    for lo, hi in windows:
+        at = lo
+        while at <= hi:
+            m = pattern.search(text, at, hi)
+            if m is None:
+                break
+            if hi < n:
+                begin = m.start()
+                m = pattern.match(text, begin)  # the whole text decides, not the cut
+                if m is None:
+                    at = begin + 1
+                    continue
+            spans.append(m.span())
+            at = max(m.end(), m.start() + 1)
+    return spans
 
 
 def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -211,10 +273,11 @@ def load_pack(path: Path) -> RulePack:
     rules_raw = raw.get("rules")
     if not isinstance(rules_raw, list) or not rules_raw:
         raise RulePackError(path, "rules", "must be a non-empty list")
+    fragments = _fragments(path, raw.get("fragments", {}))
     rules: list[Rule] = []
     seen: set[str] = set()
     for i, rule_raw in enumerate(rules_raw):
-        rule = _compile_rule(path, i, rule_raw)
+        rule = _compile_rule(path, i, rule_raw, fragments)
         if rule.rule_id in seen:
             raise RulePackError(path, f"rule {rule.rule_id!r}", "duplicate id")
         seen.add(rule.rule_id)
@@ -226,6 +289,40 @@ def load_pack(path: Path) -> RulePack:
         rules=tuple(rules),
         scanners={stage: PackScanner(tuple(r for r in rules if stage in r.stages)) for stage in Stage},
     )
+
+
+def _fragments(path: Path, raw: Any) -> dict[str, str]:
+    """A pack's named pattern pieces (request frames, object lists) shared by its rules, each
+    expanded over the fragments defined before it. Validated here so an error names the fragment."""
+    if not isinstance(raw, dict):
+        raise RulePackError(path, "fragments", "must be a mapping of name to pattern")
+    fragments: dict[str, str] = {}
+    for name, text in raw.items():
+        where = f"fragments.{name}"
+        if not isinstance(name, str) or not _FRAGMENT_NAME.fullmatch(name):
+            raise RulePackError(path, where, "name must be lower-case letters, digits or '_'")
+        if not isinstance(text, str) or not text:
+            raise RulePackError(path, where, "must be a non-empty pattern string")
+        expanded = _expand(path, where, text, fragments)
+        try:
+            re.compile(expanded)
+        except re.error as exc:
+            raise RulePackError(path, where, f"not a valid regular expression: {exc}") from None
+        fragments[name] = expanded
+    return fragments
+
+
+def _expand(path: Path, where: str, pattern: str, fragments: dict[str, str]) -> str:
+    def substitute(ref: re.Match[str]) -> str:
+        name = ref.group(1)
+        if name not in fragments:
+            known = ", ".join(sorted(fragments)) or "none"
+            raise RulePackError(
+                path, where, f"(?&{name}) names no fragment defined before it (defined: {known})"
+            )
+        return f"(?:{fragments[name]})"
+
+    return _FRAGMENT_REF.sub(substitute, pattern)
 
 
 def _keyword_regex(keywords: list[str]) -> re.Pattern[str]:
@@ -243,7 +340,7 @@ def _keyword_regex(keywords: list[str]) -> re.Pattern[str]:
     return re.compile("|".join(parts))
 
 
-def _compile_rule(path: Path, index: int, raw: Any) -> Rule:
+def _compile_rule(path: Path, index: int, raw: Any, fragments: dict[str, str]) -> Rule:
     where = f"rules[{index}]"
     if not isinstance(raw, dict):
         raise RulePackError(path, where, "must be a mapping")
@@ -298,6 +395,7 @@ def _compile_rule(path: Path, index: int, raw: Any) -> Rule:
     for p, pattern in enumerate(patterns_raw):
         if not isinstance(pattern, str) or not pattern:
             raise RulePackError(path, where, f"patterns[{p}] must be a non-empty string")
+        pattern = _expand(path, f"{where}: patterns[{p}]", pattern, fragments)
         try:
             # IGNORECASE forgives an upper-case pattern; the text it runs on is case-folded anyway.
             compiled = re.compile(pattern, re.IGNORECASE)
