@@ -201,7 +201,7 @@ def _fired(pack: RulePack, text: str, stage: Stage = Stage.INPUT) -> list[tuple[
 
 
 def test_pack_version_and_every_category_has_zh_and_en_rules(pack: RulePack) -> None:
-    assert pack.version == "2"
+    assert pack.version == "3"
     languages: dict[str, set[str]] = {}
     for rule in pack.rules:
         languages.setdefault(rule.category, set()).add(rule.language)

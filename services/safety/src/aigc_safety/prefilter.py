@@ -14,6 +14,7 @@ Of all the runs that every match must contain, the most selective (longest short
 
 from __future__ import annotations
 
+import functools
 import re
 import re._constants as sre
 import re._parser as sre_parse
@@ -112,6 +113,7 @@ def _sequence(items: Iterable[tuple[Any, Any]]) -> tuple[Strings | None, Strings
     return (None if broken else run), _best(*candidates)
 
 
+@functools.lru_cache(maxsize=4096)  # a pack's patterns are analysed once for all its stages and policies
 def triggers(pattern: str) -> frozenset[str] | None:
     """Case-folded literals one of which occurs in every match of ``pattern``; None when unknown."""
     try:

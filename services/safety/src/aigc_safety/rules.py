@@ -8,6 +8,7 @@ so a pack never needs full-width, upper-case or zero-width variants of a phrase.
 
 from __future__ import annotations
 
+import functools
 import re
 import re._parser as sre_parse
 from dataclasses import dataclass, field
@@ -164,8 +165,13 @@ class PackScanner:
 
 def _max_width(pattern: re.Pattern[str]) -> int | None:
     """The longest match a pattern can make, when that is bounded by the pack's look-back."""
+    return _width_of(pattern.pattern, pattern.flags)
+
+
+@functools.lru_cache(maxsize=4096)
+def _width_of(pattern: str, flags: int) -> int | None:
     try:
-        width = int(sre_parse.parse(pattern.pattern, pattern.flags).getwidth()[1])
+        width = int(sre_parse.parse(pattern, flags).getwidth()[1])
     except (re.error, OverflowError, RecursionError):
         return None
     return width if width <= PATTERN_LOOKBACK_CHARS else None
