@@ -163,15 +163,11 @@ class PackScanner:
         return [(self.rules[i], _merged(spans)) for i, spans in sorted(found.items())]
 
 
+@functools.lru_cache(maxsize=4096)  # one analysis per pattern, however many scanners use it
 def _max_width(pattern: re.Pattern[str]) -> int | None:
     """The longest match a pattern can make, when that is bounded by the pack's look-back."""
-    return _width_of(pattern.pattern, pattern.flags)
-
-
-@functools.lru_cache(maxsize=4096)
-def _width_of(pattern: str, flags: int) -> int | None:
     try:
-        width = int(sre_parse.parse(pattern, flags).getwidth()[1])
+        width = int(sre_parse.parse(pattern.pattern, pattern.flags).getwidth()[1])
     except (re.error, OverflowError, RecursionError):
         return None
     return width if width <= PATTERN_LOOKBACK_CHARS else None
@@ -226,17 +222,21 @@ def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 @dataclass(frozen=True, slots=True)
 class RulePack:
-    """A loaded pack: its identity and its rules, compiled per stage."""
+    """A loaded pack: its identity and its compiled rules."""
 
     name: str
     version: str
     description: str
     rules: tuple[Rule, ...]
-    scanners: dict[Stage, PackScanner] = field(default_factory=dict, compare=False, repr=False)
+    _scanners: dict[Stage, PackScanner] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def scanner(self, stage: Stage) -> PackScanner:
-        """The compiled scanner of one stage's rules (built at load)."""
-        return self.scanners[stage]
+        """A scanner of this pack's rules for one stage, built on first use (policies scan with
+        their own, over all their packs: :meth:`aigc_safety.policy.Policy.scanner`)."""
+        scanner = self._scanners.get(stage)
+        if scanner is None:
+            scanner = self._scanners[stage] = PackScanner(self.rules_for(stage))
+        return scanner
 
     @property
     def policy_version(self) -> str:
@@ -293,7 +293,6 @@ def load_pack(path: Path) -> RulePack:
         version=str(version).strip(),
         description=str(raw.get("description", "")),
         rules=tuple(rules),
-        scanners={stage: PackScanner(tuple(r for r in rules if stage in r.stages)) for stage in Stage},
     )
 
 
