@@ -12,7 +12,7 @@ import pytest
 
 from aigc_safety.normalize import normalize
 from aigc_safety.policy import default_packs_dir
-from aigc_safety.prefilter import triggers
+from aigc_safety.prefilter import trigger_clauses, triggers
 from aigc_safety.rules import load_pack
 from aigc_safety.types import Stage
 
@@ -41,6 +41,30 @@ def test_triggers_of_common_pattern_shapes(pattern: str, expected: set[str] | No
         assert found == expected
 
 
+def test_an_alternation_too_wide_to_spell_out_is_still_triggered() -> None:
+    # 42 spellings of the first branch plus 24 of the second exceed what a set may hold; one
+    # required piece of each branch ("dan", "do anything now") still makes a trigger set.
+    pattern = (
+        r"\b(?:you are|you're|act as|become|pretend to be|be) (?:now )?(?:a |going to pretend to be )?dan\b"
+        r"|\bdan,? (?:which |that |who )?stands for [\"“]?do anything now"
+    )
+    found = triggers(pattern)
+    assert found is not None and all(len(w.strip()) >= 3 for w in found), found
+
+
+def test_common_words_are_never_triggers() -> None:
+    # "be" and "the" occur in nearly every English text: a pattern they trigger would always run.
+    found = triggers(r"(?:be|become) \w+ (?:hacker|thief)")
+    assert found is not None and {w.strip() for w in found} == {"hacker", "thief"}
+    assert triggers(r"the \w+ (?:of|in)") is None
+
+
+def test_every_required_piece_becomes_a_clause_best_first() -> None:
+    clauses = trigger_clauses(r"how to (?:poison|drug) (?:my|his) (?:neighbou?r|boss)['’]s dog")
+    assert clauses is not None and len(clauses) >= 2
+    assert {"poison", "drug"} in clauses and {"neighbor", "neighbour", "boss"} in clauses
+
+
 @pytest.mark.parametrize("pattern", [r".*", r"a+b", r"[a-z]{3,}", r"\d{11}", r"(?:x|.)y"])
 def test_patterns_without_selective_literals_have_no_triggers(pattern: str) -> None:
     assert triggers(pattern) is None
@@ -50,18 +74,19 @@ SHIPPED_PACKS = sorted(default_packs_dir().glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", SHIPPED_PACKS, ids=lambda p: p.stem)
-def test_every_match_of_every_shipped_pattern_contains_a_trigger(path: Path) -> None:
+def test_every_match_of_every_shipped_pattern_contains_each_required_set(path: Path) -> None:
     pack = load_pack(path)
     texts = [normalize(t).text for t in _texts()]
     checked = 0
     for rule in pack.rules:
         for pattern in rule.patterns:
-            words = triggers(pattern.pattern)
-            if words is None:
+            clauses = trigger_clauses(pattern.pattern)
+            if clauses is None:
                 continue
             for text in texts:
                 for m in pattern.finditer(text):
-                    assert any(w in m.group() for w in words), (rule.rule_id, pattern.pattern, m.group())
+                    for words in clauses:  # a member of every required set, not just the first
+                        assert any(w in m.group() for w in words), (rule.rule_id, pattern.pattern, m.group())
                     checked += 1
     assert checked > 50
 
@@ -90,3 +115,11 @@ def _texts() -> list[str]:
         with TRAIN.open(encoding="utf-8") as f:
             texts += [json.loads(line)["text"] for line in f][::3]
     return [t for t in texts if not re.fullmatch(r"\s*", t)]
+
+
+@pytest.mark.parametrize("path", SHIPPED_PACKS, ids=lambda p: p.stem)
+def test_no_shipped_pattern_runs_on_every_text(path: Path) -> None:
+    # A pattern without required literals is searched over every text of every check.
+    pack = load_pack(path)
+    for stage in Stage:
+        assert pack.scanner(stage).always_run == 0, stage

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import re
 import re._parser as sre_parse
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import yaml
 
 from aigc_common.errors import ConfigError
 from aigc_safety.normalize import is_cjk, normalize
-from aigc_safety.prefilter import triggers
+from aigc_safety.prefilter import trigger_clauses
 from aigc_safety.types import Action, Stage
 
 LANGUAGES = frozenset({"zh", "en", "any"})
@@ -83,20 +84,25 @@ def _is_word_char(ch: str) -> bool:
 class PackScanner:
     """Every rule of one stage over a text in one automaton pass plus the few patterns it points at.
 
-    One Aho-Corasick automaton holds all keywords of all rules and the trigger words of every
-    pattern (:mod:`aigc_safety.prefilter`): a keyword hit is a rule hit (after the word-boundary
-    check for Latin keywords), a trigger hit marks a pattern to run. Patterns without usable
-    triggers always run. Finds exactly what ``Rule.find`` finds, rule by rule, at a cost that
-    barely grows with the size of the pack.
+    One Aho-Corasick automaton holds all keywords of all rules and the words of every pattern's
+    required sets (:mod:`aigc_safety.prefilter`: literals every match contains one of, up to four
+    sets per pattern). A keyword hit is a rule hit (after the word-boundary check for Latin
+    keywords); a hit of a pattern's leading set marks where to search it, and a window is searched
+    only when each of its other sets occurs there too ("how to" near "bomb", not "bomb" alone).
+    Patterns without usable sets always run. Finds exactly what ``Rule.find`` finds, rule by rule,
+    at a cost that barely grows with the size of the pack.
     """
 
     def __init__(self, rules: tuple[Rule, ...]) -> None:
         self.rules = rules
         self._automaton: Any = None
         keywords: dict[str, list[tuple[int, bool, bool]]] = {}
-        triggered: dict[str, list[int]] = {}
+        # Every required set of literals of every pattern, once however many patterns share it.
+        clause_ids: dict[frozenset[str], int] = {}
         self._patterns: list[tuple[int, re.Pattern[str]]] = []
         self._widths: list[int | None] = []
+        self._also: list[tuple[int, ...]] = []  # pattern id -> its other required sets
+        self._led_by: dict[int, list[int]] = {}  # required set -> patterns it marks where to search
         always: list[int] = []
         for index, rule in enumerate(rules):
             for keyword in rule.keywords:
@@ -108,18 +114,39 @@ class PackScanner:
                 pattern_id = len(self._patterns)
                 self._patterns.append((index, pattern))
                 self._widths.append(_max_width(pattern))
-                words = triggers(pattern.pattern)
-                if words is None:
+                ids = [
+                    clause_ids.setdefault(c, len(clause_ids)) for c in trigger_clauses(pattern.pattern) or ()
+                ]
+                self._also.append(tuple(ids[1:]))
+                if ids:
+                    self._led_by.setdefault(ids[0], []).append(pattern_id)
+                else:
                     always.append(pattern_id)
-                for word in words or ():
-                    triggered.setdefault(word, []).append(pattern_id)
         self._always = tuple(always)
-        vocabulary = set(keywords) | set(triggered)
+        # A leading set's hits are collected per set; the other sets' words are only noted per
+        # word, and a set is looked up from its words when a pattern that needs it runs.
+        leads: dict[str, list[int]] = {}
+        word_ids: dict[str, int] = {}
+        self._clause_words: list[tuple[int, ...]] = [()] * len(clause_ids)
+        for clause, clause_id in clause_ids.items():
+            self._clause_words[clause_id] = tuple(
+                word_ids.setdefault(w, len(word_ids)) for w in sorted(clause)
+            )
+            if clause_id in self._led_by:
+                for word in clause:
+                    leads.setdefault(word, []).append(clause_id)
+        vocabulary = set(keywords) | set(word_ids)
         if vocabulary:
             automaton = ahocorasick.Automaton()
             for word in vocabulary:
                 automaton.add_word(
-                    word, (len(word), tuple(keywords.get(word, ())), tuple(triggered.get(word, ())))
+                    word,
+                    (
+                        len(word),
+                        tuple(keywords.get(word, ())),
+                        tuple(leads.get(word, ())),
+                        word_ids.get(word, -1),
+                    ),
                 )
             automaton.make_automaton()
             self._automaton = automaton
@@ -132,34 +159,51 @@ class PackScanner:
     def scan(self, normalized: str, pos: int = 0) -> list[tuple[Rule, list[tuple[int, int]]]]:
         """``(rule, merged spans)`` for each rule that matches at or after ``pos``, in rule order."""
         found: dict[int, list[tuple[int, int]]] = {}
-        # pattern id -> where its triggers occur (None: search the whole text)
-        to_run: dict[int, list[tuple[int, int]] | None] = dict.fromkeys(self._always)
+        led: dict[int, list[tuple[int, int]]] = {}  # leading required set -> where its words occur
+        words: dict[int, list[tuple[int, int]]] = {}  # word of a required set -> where it occurs
         n = len(normalized)
         if self._automaton is not None and n > pos:
             # Patterns report matches that start at or after ``pos`` (as Rule.find does), and a
-            # match contains its trigger, so only the text from ``pos`` on is searched: a streaming
-            # check costs the new text plus the look-back, not the whole answer again.
-            for end, (length, owners, pattern_ids) in self._automaton.iter(normalized, pos):
+            # match contains its required words, so only the text from ``pos`` on is searched: a
+            # streaming check costs the new text plus the look-back, not the whole answer again.
+            for end, (length, owners, leads, word_id) in self._automaton.iter(normalized, pos):
                 start = end - length + 1
-                for pattern_id in pattern_ids:
-                    at = to_run.setdefault(pattern_id, [])
-                    if at is not None:
-                        at.append((start, end + 1))
+                if word_id >= 0:
+                    words.setdefault(word_id, []).append((start, end + 1))
+                for clause_id in leads:
+                    led.setdefault(clause_id, []).append((start, end + 1))
                 for index, check_left, check_right in owners:
                     if check_left and start > 0 and _is_word_char(normalized[start - 1]):
                         continue
                     if check_right and end + 1 < n and _is_word_char(normalized[end + 1]):
                         continue
                     found.setdefault(index, []).append((start, end + 1))
+        # pattern id -> where its leading required set occurs (None: search the whole text)
+        to_run: dict[int, list[tuple[int, int]] | None] = dict.fromkeys(self._always)
+        for clause_id, where in led.items():
+            for pattern_id in self._led_by[clause_id]:
+                to_run[pattern_id] = where
+        resolved: dict[int, list[tuple[int, int]]] = {}
         for pattern_id in sorted(to_run):
             index, pattern = self._patterns[pattern_id]
             width, at = self._widths[pattern_id], to_run[pattern_id]
-            if width is None or at is None:
-                spans = [m.span() for m in pattern.finditer(normalized, pos)]
+            also = []
+            for clause_id in self._also[pattern_id]:
+                spots = resolved.get(clause_id)
+                if spots is None:
+                    spots = resolved[clause_id] = [
+                        s for w in self._clause_words[clause_id] if w in words for s in words[w]
+                    ]
+                if not spots:
+                    break  # a required set occurs nowhere: no match
+                also.append(spots)
             else:
-                spans = _search_near(pattern, normalized, pos, width, at)
-            if spans:
-                found.setdefault(index, []).extend(spans)
+                if width is None or at is None:
+                    spans = [m.span() for m in pattern.finditer(normalized, pos)]
+                else:
+                    spans = _search_near(pattern, normalized, pos, width, at, also)
+                if spans:
+                    found.setdefault(index, []).extend(spans)
         return [(self.rules[i], _merged(spans)) for i, spans in sorted(found.items())]
 
 
@@ -174,7 +218,12 @@ def _max_width(pattern: re.Pattern[str]) -> int | None:
 
 
 def _search_near(
-    pattern: re.Pattern[str], text: str, pos: int, width: int, triggers_at: list[tuple[int, int]]
+    pattern: re.Pattern[str],
+    text: str,
+    pos: int,
+    width: int,
+    triggers_at: list[tuple[int, int]],
+    also: Sequence[list[tuple[int, int]]] = (),
 ) -> list[tuple[int, int]]:
     """Matches of a pattern of bounded ``width`` searched only around its trigger occurrences.
 
@@ -182,7 +231,8 @@ def _search_near(
     windows instead of the whole text is what keeps a 2,000-character check fast when a common
     word triggers a long pattern. A window is cut a look-back past the furthest possible match end
     (room for look-aheads) and every match found in a cut window is confirmed on the whole text, so
-    the cut never invents a match.
+    the cut never invents a match. A window that does not hold an occurrence of each of the
+    pattern's other required sets (``also``: where their words occur) cannot hold a match either.
     """
     n = len(text)
     windows: list[list[int]] = []
@@ -194,6 +244,8 @@ def _search_near(
             windows.append([lo, hi])
     spans = []
     for lo, hi in windows:
+        if not all(any(lo <= a and b <= hi for a, b in spots) for spots in also):
+            continue
         at = lo
         while at <= hi:
             m = pattern.search(text, at, hi)
