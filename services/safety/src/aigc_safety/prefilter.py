@@ -166,6 +166,12 @@ def _length(literal: str) -> int:
     return 1 if core.casefold() in _COMMON_WORDS else len(core)
 
 
+def _filters_well(strings: Strings) -> bool:
+    """Whether a set is worth checking besides the leading one: two Latin letters ("ai", "ot")
+    occur inside half the words of an English text."""
+    return all(len(s.strip()) > 2 or not s.isascii() for s in strings)
+
+
 def _quality(strings: Strings | None) -> int:
     """How selective a set is: the length of its shortest member (a common word counts as 1)."""
     if not strings:
@@ -273,7 +279,11 @@ def trigger_clauses(pattern: str) -> tuple[frozenset[str], ...] | None:
     for clause in _clauses((exact, *clauses)):
         # A set holding all the words of one already chosen adds nothing: whatever passes that passes it.
         stripped = frozenset(s.strip() for s in clause)
-        if _quality(clause) >= MIN_TRIGGER_CHARS and not any(stripped >= other for other in words):
+        if (
+            _quality(clause) >= MIN_TRIGGER_CHARS
+            and (not found or _filters_well(clause))
+            and not any(stripped >= other for other in words)
+        ):
             found.append(clause)
             words.append(stripped)
     found = found[:MAX_REQUIRED]
