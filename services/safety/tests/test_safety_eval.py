@@ -76,6 +76,26 @@ def test_json_report_has_every_group_with_its_figures(
     assert "checked" in err, "progress goes to stderr"
 
 
+def test_latency_is_also_reported_for_the_lines_the_target_covers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The target is p99 per check of up to 2,000 characters; a longer line is timed but kept apart.
+    long_line = {"text": "请把这份会议纪要整理成要点。" * 200, "label": "safe", "lang": "zh", "tier": "plain"}
+    dataset = tmp_path / "lines.jsonl"
+    dataset.write_text(
+        "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in [*LINES, long_line]),
+        encoding="utf-8",
+    )
+    code, out, err = _run(capsys, "--dataset", str(dataset), "--format", "json")
+    assert code == 0, err
+    latency = json.loads(out.strip().splitlines()[-1])["latency_ms"]
+    scoped = latency["up_to_2000_chars"]
+    assert scoped["n"] == len(LINES)
+    assert 0 < scoped["p50"] <= scoped["p99"]
+    code, out, _ = _run(capsys, "--dataset", str(dataset))
+    assert f"on the {len(LINES)} lines of up to 2,000 characters" in out
+
+
 def test_text_report_is_a_readable_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     dataset = tmp_path / "lines.jsonl"
     dataset.write_text(

@@ -21,6 +21,8 @@ from aigc_common.errors import InvalidArgument
 from aigc_safety.types import Action, Verdict
 
 FLAGGED = frozenset({Action.BLOCK, Action.REVIEW})
+# The length the latency target is stated for (issue 5: p99 <= 2 ms per check of up to 2,000 characters).
+TARGET_CHARS = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +126,8 @@ def evaluate(
         return {name: group_figures(pairs) for name, pairs in sorted(groups.items())}
 
     ordered = sorted(latencies)
+    # The latency target covers checks of up to TARGET_CHARS characters; longer lines count above.
+    in_scope = sorted(t for t, row in zip(latencies, rows, strict=True) if len(row.text) <= TARGET_CHARS)
     return {
         "n": len(rows),
         "overall": group_figures([(row.unsafe, flagged) for row, flagged in results]),
@@ -135,6 +139,11 @@ def evaluate(
         "latency_ms": {
             "p50": round(_percentile(ordered, 0.50) * 1000, 4),
             "p99": round(_percentile(ordered, 0.99) * 1000, 4),
+            f"up_to_{TARGET_CHARS}_chars": {
+                "n": len(in_scope),
+                "p50": round(_percentile(in_scope, 0.50) * 1000, 4) if in_scope else None,
+                "p99": round(_percentile(in_scope, 0.99) * 1000, 4) if in_scope else None,
+            },
         },
         "checks_per_second": round(len(rows) / sum(latencies), 1) if sum(latencies) else None,
     }
@@ -170,6 +179,12 @@ def format_report(report: dict[str, Any], title: str = "") -> str:
         f"latency per check: p50 {lat['p50']:.3f} ms, p99 {lat['p99']:.3f} ms; "
         f"{report['checks_per_second']} checks/s on one thread"
     )
+    scoped = lat.get(f"up_to_{TARGET_CHARS}_chars")
+    if scoped and scoped["n"]:
+        lines.append(
+            f"  on the {scoped['n']} lines of up to {TARGET_CHARS:,} characters: "
+            f"p50 {scoped['p50']:.3f} ms, p99 {scoped['p99']:.3f} ms"
+        )
     return "\n".join(lines)
 
 
