@@ -48,116 +48,14 @@ def _product(left: Strings, right: Strings) -> Strings | None:
 
 # English words so common that a set holding one is no filter at all ("be", "the", "can").
 _COMMON_WORDS = frozenset(
-    [
-        "a",
-        "about",
-        "after",
-        "all",
-        "also",
-        "am",
-        "an",
-        "and",
-        "any",
-        "are",
-        "as",
-        "at",
-        "be",
-        "been",
-        "before",
-        "being",
-        "both",
-        "but",
-        "by",
-        "can",
-        "could",
-        "did",
-        "do",
-        "does",
-        "each",
-        "few",
-        "for",
-        "from",
-        "had",
-        "has",
-        "have",
-        "he",
-        "her",
-        "here",
-        "him",
-        "his",
-        "how",
-        "i",
-        "if",
-        "in",
-        "into",
-        "is",
-        "it",
-        "its",
-        "just",
-        "may",
-        "me",
-        "might",
-        "more",
-        "most",
-        "must",
-        "my",
-        "no",
-        "nor",
-        "not",
-        "now",
-        "of",
-        "off",
-        "on",
-        "once",
-        "only",
-        "or",
-        "other",
-        "our",
-        "out",
-        "over",
-        "own",
-        "same",
-        "shall",
-        "she",
-        "should",
-        "so",
-        "some",
-        "such",
-        "than",
-        "that",
-        "the",
-        "their",
-        "them",
-        "then",
-        "there",
-        "these",
-        "they",
-        "this",
-        "those",
-        "to",
-        "too",
-        "under",
-        "until",
-        "up",
-        "us",
-        "very",
-        "was",
-        "we",
-        "were",
-        "what",
-        "when",
-        "where",
-        "which",
-        "while",
-        "who",
-        "whom",
-        "why",
-        "will",
-        "with",
-        "would",
-        "you",
-        "your",
-    ]
+    (  # noqa: SIM905 - a word list reads better as text than as a hundred quoted items
+        "a about after all also am an and any are as at be been before being both but by can could "
+        "did do does each few for from had has have he her here him his how i if in into is it its "
+        "just may me might more most must my no nor not now of off on once only or other our out "
+        "over own same shall she should so some such than that the their them then there these they "
+        "this those to too under until up us very was we were what when where which while who whom "
+        "why will with would you your"
+    ).split()
 )
 
 
@@ -286,7 +184,8 @@ def trigger_clauses(pattern: str) -> tuple[frozenset[str], ...] | None:
         ):
             found.append(clause)
             words.append(stripped)
-    found = found[:MAX_REQUIRED]
+            if len(found) == MAX_REQUIRED:
+                break
     if not found:
         return None
     return tuple(frozenset(s.casefold() for s in c) for c in found)
