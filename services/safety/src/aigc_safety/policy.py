@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -92,6 +91,8 @@ class Policy:
 
     spec: PolicySpec
     packs: tuple[RulePack, ...]
+    # Every rule of every pack, per stage, in one automaton (shared by policies with the same packs).
+    scanners: dict[Stage, PackScanner] = field(compare=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -103,17 +104,10 @@ class Policy:
         packs = "+".join(p.policy_version for p in self.packs)
         return f"{self.spec.name}@{self.spec.version}+{packs}"
 
-    @cached_property
-    def _scanners(self) -> dict[Stage, PackScanner]:
-        return {
-            stage: PackScanner(tuple(r for pack in self.packs for r in pack.rules_for(stage)))
-            for stage in Stage
-        }
-
     def scanner(self, stage: Stage) -> PackScanner:
         """Every rule of every pack of the policy for one stage, in one automaton: a text is
         scanned once however many packs the policy names (compiled when the policy is loaded)."""
-        return self._scanners[stage]
+        return self.scanners[stage]
 
     def action_for(self, category: str, default: Action) -> Action | None:
         """The action for a hit of ``category``; None when the policy turns the category off."""
@@ -168,14 +162,21 @@ def build_policy_set(packs_dir: Path, policies_dir: Path) -> PolicySet:
             raise ConfigError(f"rule pack {path}: name {pack.name!r} must match the file name {path.stem!r}")
         packs[pack.name] = pack
     policies = {}
+    compiled: dict[tuple[str, ...], dict[Stage, PackScanner]] = {}  # pack names -> their scanners
     for path in _yaml_files(policies_dir):
         spec = load_policy_file(path)
         missing = [p for p in spec.packs if p not in packs]
         if missing:
             raise ConfigError(f"policy {path}: field packs: no rule pack named {missing[0]!r} in {packs_dir}")
-        policy = Policy(spec, tuple(packs[p] for p in spec.packs))
-        policy.scanner(Stage.INPUT)  # compiled now, so a reload swaps in a ready policy
-        policies[spec.name] = policy
+        chosen = tuple(packs[p] for p in spec.packs)
+        # Compiled now, so a reload swaps in a ready policy; once per distinct list of packs.
+        scanners = compiled.get(tuple(spec.packs))
+        if scanners is None:
+            scanners = compiled[tuple(spec.packs)] = {
+                stage: PackScanner(tuple(r for pack in chosen for r in pack.rules_for(stage)))
+                for stage in Stage
+            }
+        policies[spec.name] = Policy(spec, chosen, scanners)
     for policy in policies.values():
         reasoning = policy.spec.reasoning_policy
         if reasoning and reasoning not in policies:
