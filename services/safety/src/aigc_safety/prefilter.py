@@ -70,6 +70,7 @@ def _filters_well(strings: Strings) -> bool:
     return all(len(s.strip()) > 2 or not s.isascii() for s in strings)
 
 
+@functools.lru_cache(maxsize=65536)  # the walk ranks the same sets many times over
 def _quality(strings: Strings | None) -> int:
     """How selective a set is: the length of its shortest member (a common word counts as 1)."""
     if not strings:
@@ -163,15 +164,21 @@ def _sequence(items: Iterable[tuple[Any, Any]]) -> tuple[Strings | None, Clauses
     return (None if broken else run), _clauses(candidates)
 
 
+@functools.lru_cache(maxsize=4096)  # parsed once for the trigger analysis and the width bound
+def parsed(pattern: str) -> Any:
+    """``pattern`` parsed case-insensitively by the parser ``re.compile`` uses (read, never changed)."""
+    return sre_parse.parse(pattern, re.IGNORECASE)
+
+
 @functools.lru_cache(maxsize=4096)  # a pack's patterns are analysed once for all its stages and policies
 def trigger_clauses(pattern: str) -> tuple[frozenset[str], ...] | None:
     """Sets of case-folded literals such that every match of ``pattern`` contains a member of each,
     most selective first; None when not even one selective set is known."""
     try:
-        parsed = sre_parse.parse(pattern, re.IGNORECASE)
+        tree = parsed(pattern)
     except re.error:
         return None
-    exact, clauses = _sequence(parsed.data)
+    exact, clauses = _sequence(tree.data)
     found: list[Strings] = []
     words: list[Strings] = []
     for clause in _clauses((exact, *clauses)):

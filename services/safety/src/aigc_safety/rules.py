@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import re
-import re._parser as sre_parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ import yaml
 
 from aigc_common.errors import ConfigError
 from aigc_safety.normalize import is_cjk, normalize
-from aigc_safety.prefilter import trigger_clauses
+from aigc_safety.prefilter import parsed, trigger_clauses
 from aigc_safety.types import Action, Stage
 
 LANGUAGES = frozenset({"zh", "en", "any"})
@@ -211,7 +210,7 @@ class PackScanner:
 def _max_width(pattern: re.Pattern[str]) -> int | None:
     """The longest match a pattern can make, when that is bounded by the pack's look-back."""
     try:
-        width = int(sre_parse.parse(pattern.pattern, pattern.flags).getwidth()[1])
+        width = int(parsed(pattern.pattern).getwidth()[1])
     except (re.error, OverflowError, RecursionError):
         return None
     return width if width <= PATTERN_LOOKBACK_CHARS else None
