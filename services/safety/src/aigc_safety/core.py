@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aigc_common.errors import FailedPrecondition, InvalidArgument
 from aigc_safety import pii
@@ -201,6 +201,9 @@ class SafetyCore:
         self._max_text_chars = max_text_chars
         self._clock = clock
         self._watch: asyncio.Task[None] | None = None
+        # Metric children resolved once: a labels() look-up costs about as much as a short check.
+        self._input_duration = metrics.check_duration.labels(Stage.INPUT)
+        self._input_verdicts: dict[tuple[str, Action], Any] = {}
         for tenant, name in {"": default_policy, **self._tenant_policies}.items():
             if name not in policies.snapshot.policies:
                 raise InvalidArgument(
@@ -297,9 +300,14 @@ class SafetyCore:
                     # Spans and placeholders only: the caller, who holds the original text, can
                     # rebuild the map and put the values back into the answer.
                     restorable = redaction.entities
-        self._metrics.check_duration.labels(Stage.INPUT).observe(time.perf_counter() - start)
+        self._input_duration.observe(time.perf_counter() - start)
         for category in _categories(deciding) or ["none"]:
-            self._metrics.verdicts.labels(Stage.INPUT, category, action).inc()
+            counter = self._input_verdicts.get((category, action))
+            if counter is None:
+                counter = self._input_verdicts[(category, action)] = self._metrics.verdicts.labels(
+                    Stage.INPUT, category, action
+                )
+            counter.inc()
         verdict = Verdict(
             action=action,
             policy_version=chosen.version,

@@ -8,6 +8,7 @@ hot-reload together as one snapshot; a broken file never replaces the good snaps
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from dataclasses import dataclass, field
@@ -98,7 +99,7 @@ class Policy:
     def name(self) -> str:
         return self.spec.name
 
-    @property
+    @functools.cached_property
     def version(self) -> str:
         """What verdicts carry: ``name@version+pack@version...``, so a pack change is a new version."""
         packs = "+".join(p.policy_version for p in self.packs)
