@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
 from pathlib import Path
 
 import pytest
 
 from aigc_common.errors import ConfigError
-from aigc_safety.classifier import ClassifierScore, SafetyClassifier, default_artifact_path
+from aigc_safety.classifier import NATIVE_LIBRARY, ClassifierScore, SafetyClassifier, default_artifact_path
 from aigc_safety.normalize import normalize
 
 ARTIFACT_BUDGET_BYTES = 3_000_000
@@ -140,18 +141,40 @@ def test_any_normalised_text_gets_a_score_in_range(classifier: SafetyClassifier,
     assert 0.0 <= score.unsafe <= 1.0
 
 
+@pytest.fixture(scope="module")
+def numpy_only() -> SafetyClassifier:
+    """The same artifact scored with numpy for long texts, as where the C look-up is not built."""
+    return SafetyClassifier.load(use_native=False)
+
+
 @pytest.mark.parametrize(
     "text",
     [t for _, t in UNSAFE[:4] + BUSINESS[:4]]
-    + [LONG_TEXT, LONG_TEXT + "怎样往同事的水杯里下毒才不会被发现？"],
+    + [LONG_TEXT, LONG_TEXT + "怎样往同事的水杯里下毒才不会被发现？", "短句", "ab cd ef g", "\U0001f600" * 70]
+    + ["\ud800 lone surrogate " * 10, "ﬁ①" * 40],
 )
-def test_numpy_and_pure_python_paths_agree(
-    classifier: SafetyClassifier, pure_python: SafetyClassifier, text: str
+def test_compiled_numpy_and_pure_python_paths_agree(
+    classifier: SafetyClassifier, numpy_only: SafetyClassifier, pure_python: SafetyClassifier, text: str
 ) -> None:
     normalized = normalize(text).text
-    fast, slow = classifier.score(normalized), pure_python.score(normalized)
+    fast, middle, slow = (c.score(normalized) for c in (classifier, numpy_only, pure_python))
     assert fast.unsafe == pytest.approx(slow.unsafe, abs=1e-12)
-    assert fast.category == slow.category
+    assert middle.unsafe == pytest.approx(slow.unsafe, abs=1e-12)
+    assert fast.category == middle.category == slow.category
+
+
+def test_the_compiled_look_up_is_used_when_it_is_built(
+    classifier: SafetyClassifier, numpy_only: SafetyClassifier, pure_python: SafetyClassifier
+) -> None:
+    if not NATIVE_LIBRARY.exists():
+        pytest.skip("scripts/build-native.sh has not been run here: long texts are scored with numpy")
+    if os.environ.get("AIGC_SAFETY_NATIVE") == "0":
+        pytest.skip("AIGC_SAFETY_NATIVE=0 turns the compiled look-up off")
+    assert (classifier.scoring_path, numpy_only.scoring_path, pure_python.scoring_path) == (
+        "native",
+        "numpy",
+        "python",
+    )
 
 
 def test_missing_artifact_raises_config_error_naming_the_path(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 
 from aigc_common.kafka import EventProducer
@@ -18,6 +19,8 @@ from aigc_safety.policy import PolicyStore
 from aigc_safety.servicer import binding
 from aigc_safety.settings import SafetySettings
 
+log = logging.getLogger(__name__)
+
 
 async def build_core(
     settings: SafetySettings, runtime: ProcessRuntime, audit: AuditSink | None = None
@@ -29,6 +32,8 @@ async def build_core(
         if settings.classifier_enabled
         else None
     )
+    if classifier is not None:
+        log.info("safety classifier %s loaded (%s scoring)", classifier.version, classifier.scoring_path)
     core = SafetyCore(
         store,
         SafetyMetrics(runtime.registry),

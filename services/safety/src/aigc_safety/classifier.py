@@ -34,10 +34,13 @@ serving cannot disagree on what a feature is.
 
 from __future__ import annotations
 
+import ctypes
 import gzip
 import hashlib
 import json
+import logging
 import math
+import os
 import re
 import zlib
 from collections.abc import Mapping, Sequence
@@ -56,6 +59,8 @@ except ImportError:  # pragma: no cover - numpy is installed with the inference 
 
 if TYPE_CHECKING:
     import numpy.typing as npt
+
+log = logging.getLogger(__name__)
 
 ARTIFACT_FORMAT = "aigc-safety-ngram-lr"
 """The ``format`` field every artifact carries; anything else is refused at load."""
@@ -76,6 +81,10 @@ LANGUAGES = ("zh", "en")
 VECTOR_MIN_CHARS = 64
 """Texts at least this long take the numpy path: below it numpy's fixed per-call cost is larger
 than what vectorising saves (measured on the development machine; only speed depends on it)."""
+NATIVE_MIN_CHARS = 8
+"""With the compiled look-up, texts at least this long take it (its call costs a few us)."""
+NATIVE_LIBRARY = Path(__file__).resolve().parent / "native" / "libaigc_ngram.so"
+"""The compiled n-gram look-up, built by ``scripts/build-native.sh``; optional."""
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _CJK = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
@@ -170,7 +179,9 @@ class _VectorTables:
     """The vocabulary's character n-grams as two cuckoo hash tables of 64-bit hashes, plus the
     weights in numpy arrays: the long-text path. Built once at load, read-only afterwards."""
 
-    def __init__(self, np: Any, char_features: Sequence[tuple[str, int]], weights: Sequence[float]) -> None:
+    def __init__(
+        self, np: Any, char_features: Sequence[tuple[str, int]], weights: Sequence[float], native: Any = None
+    ) -> None:
         self.np = np
         keys = [char_gram_hash(gram) for gram, _ in char_features]
         if len(set(keys)) != len(keys) or 0 in keys:
@@ -192,6 +203,34 @@ class _VectorTables:
         self.weights = np.array(weights, dtype=np.float64)
         self.multiplier = np.uint64(_HASH_MULTIPLIER)
         self.tags = [np.uint64(t) for t in _ORDER_TAGS]
+        self.native = native
+        tag_array = np.array(_ORDER_TAGS, dtype=np.uint64)
+        self._keep_alive = (tag_array,)
+        # The arrays' addresses, once: the compiled look-up reads them in place.
+        self._native_args = (
+            MAX_CHAR_ORDER,
+            _HASH_MULTIPLIER,
+            tag_array.ctypes.data,
+            self.keys[0].ctypes.data,
+            self.index[0].ctypes.data,
+            self.keys[1].ctypes.data,
+            self.index[1].ctypes.data,
+            self.mask,
+            self.weights.ctypes.data,
+        )
+
+    def scan(self, text: str) -> tuple[float, npt.NDArray[Any]]:
+        """The summed weights of the known character n-gram occurrences of ``text`` and their
+        vocabulary indices: compiled when the look-up is built, numpy otherwise."""
+        if self.native is None:
+            hits = self.char_indices(text)
+            return float(self.weights[hits].sum()), hits
+        data = text.encode("utf-32-le", "surrogatepass")
+        length = len(data) // 4
+        out = self.np.empty(MAX_CHAR_ORDER * length, dtype=self.np.int64)
+        total = ctypes.c_double()
+        found = self.native(data, length, *self._native_args, ctypes.byref(total), out.ctypes.data)
+        return total.value, out[:found]
 
     def char_indices(self, text: str) -> npt.NDArray[Any]:
         """Vocabulary indices of every character n-gram occurrence in ``text`` that the model knows."""
@@ -261,6 +300,7 @@ class SafetyClassifier:
         "_char_weight",
         "_offsets",
         "_vector",
+        "_vector_min_chars",
         "_word_index",
         "_word_weight",
         "categories",
@@ -283,10 +323,12 @@ class SafetyClassifier:
         category_min_score: float = 0.0,
         version: str = MODEL_FAMILY,
         use_numpy: bool = True,
+        use_native: bool = True,
     ) -> None:
         """``features`` are as :func:`text_features` yields them; ``category_weights`` holds
         (feature index, category index, weight) triples, zeros left out. ``use_numpy=False``
-        forces the pure-Python path for every length (tests compare the two)."""
+        forces the pure-Python path for every length, ``use_native=False`` the numpy one for long
+        texts instead of the compiled look-up (tests compare the three)."""
         if len(features) != len(weights):
             raise ValueError("features and weights differ in length")
         if len(set(features)) != len(features):
@@ -329,8 +371,12 @@ class SafetyClassifier:
         self._vector: _VectorTables | None = None
         self._category_matrix: Any = None
         self._category_bias_vector: Any = None
+        self._vector_min_chars = VECTOR_MIN_CHARS
         if use_numpy and numpy is not None:
-            self._vector = _VectorTables(numpy, list(self._char_index.items()), weights)
+            native = _native_scan() if use_native else None
+            self._vector = _VectorTables(numpy, list(self._char_index.items()), weights, native)
+            if native is not None:
+                self._vector_min_chars = NATIVE_MIN_CHARS
             matrix = numpy.zeros((len(features), max(1, len(self.categories))), dtype=numpy.float64)
             for feature_index, pairs in self._category_rows.items():
                 for category_index, weight in pairs:
@@ -341,11 +387,14 @@ class SafetyClassifier:
         """``ngram-lr-1+<hash>``: names the exact artifact in verdicts, cache keys and audit records."""
 
     @classmethod
-    def load(cls, path: Path | None = None, *, use_numpy: bool = True) -> SafetyClassifier:
+    def load(
+        cls, path: Path | None = None, *, use_numpy: bool = True, use_native: bool = True
+    ) -> SafetyClassifier:
         """Loads an artifact written by the training script; ``None`` loads the one shipped in the
         package. Reads only the local file, never the network. A missing, unreadable or malformed
         file raises :class:`ConfigError` naming the path, so a bad deployment fails at start-up.
-        ``use_numpy=False`` keeps every text on the pure-Python path (tests compare the two)."""
+        ``use_numpy=False`` keeps every text on the pure-Python path, ``use_native=False`` off the
+        compiled look-up (tests compare the three)."""
         path = path if path is not None else default_artifact_path()
         try:
             raw = path.read_bytes()
@@ -361,12 +410,14 @@ class SafetyClassifier:
             ) from exc
         try:
             version = f"{MODEL_FAMILY}+{hashlib.sha256(raw).hexdigest()[:12]}"
-            return cls._from_document(document, version=version, use_numpy=use_numpy)
+            return cls._from_document(document, version=version, use_numpy=use_numpy, use_native=use_native)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"safety classifier {path}: malformed artifact ({exc!r})") from exc
 
     @classmethod
-    def _from_document(cls, document: Any, *, version: str, use_numpy: bool) -> SafetyClassifier:
+    def _from_document(
+        cls, document: Any, *, version: str, use_numpy: bool, use_native: bool = True
+    ) -> SafetyClassifier:
         if not isinstance(document, dict) or document.get("format") != ARTIFACT_FORMAT:
             raise ValueError(f"format is not {ARTIFACT_FORMAT!r}")
         if document.get("format_version") != FORMAT_VERSION:
@@ -387,7 +438,16 @@ class SafetyClassifier:
             category_min_score=float(head["min_score"]),
             version=version,
             use_numpy=use_numpy,
+            use_native=use_native,
         )
+
+    @property
+    def scoring_path(self) -> str:
+        """How texts of :data:`VECTOR_MIN_CHARS` characters or more are scored: ``native`` (the
+        compiled look-up), ``numpy`` or ``python``. All give the same scores; only speed differs."""
+        if self._vector is None:
+            return "python"
+        return "numpy" if self._vector.native is None else "native"
 
     def score(self, normalized_text: str) -> ClassifierScore:
         """Scores one text that the caller has already normalised with
@@ -398,12 +458,11 @@ class SafetyClassifier:
         occurrences = _occurrences(len(text), len(words))
         if occurrences == 0:
             return ClassifierScore(_sigmoid(self._bias + self._offsets["en"]), "")
-        vector = self._vector if len(text) >= VECTOR_MIN_CHARS else None
+        vector = self._vector if len(text) >= self._vector_min_chars else None
         grams: tuple[str, list[str], list[str], list[str]] | None = None
         char_hits: Any = None
         if vector is not None:
-            char_hits = vector.char_indices(text)
-            total = float(vector.weights[char_hits].sum())
+            total, char_hits = vector.scan(text)
         else:
             grams = _char_grams(text)
             total = sum(map(self._char_weight.get, chain(*grams), repeat(0.0)))
@@ -434,6 +493,34 @@ class SafetyClassifier:
                 sums[category_index] += weight
         scores = [b + scale * s for b, s in zip(self._category_bias, sums, strict=True)]
         return self.categories[max(range(len(scores)), key=scores.__getitem__)]
+
+
+def _native_scan() -> Any:
+    """The compiled n-gram look-up, or None when it is not built (or AIGC_SAFETY_NATIVE=0)."""
+    if os.environ.get("AIGC_SAFETY_NATIVE", "1") == "0" or not NATIVE_LIBRARY.exists():
+        return None
+    try:
+        function = ctypes.CDLL(str(NATIVE_LIBRARY)).aigc_ngram_scan
+    except (OSError, AttributeError) as exc:
+        log.warning("safety classifier: %s unusable (%s); scoring with numpy", NATIVE_LIBRARY.name, exc)
+        return None
+    function.restype = ctypes.c_int64
+    function.argtypes = [
+        ctypes.c_char_p,  # code points, UTF-32-LE
+        ctypes.c_int64,
+        ctypes.c_int64,
+        ctypes.c_uint64,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_uint64,
+        ctypes.c_void_p,
+        ctypes.POINTER(ctypes.c_double),
+        ctypes.c_void_p,
+    ]
+    return function
 
 
 def default_artifact_path() -> Path:
