@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 
 from aigc_common.kafka import EventProducer
@@ -44,6 +45,9 @@ async def build_core(
         holdback_chars=settings.holdback_chars,
         max_text_chars=settings.max_text_chars,
     )
+    started = time.perf_counter()
+    await asyncio.to_thread(core.warm_up)
+    log.info("safety core warmed up in %.2f s", time.perf_counter() - started)
     if settings.reload_interval_seconds > 0:
         core.watch(settings.reload_interval_seconds)
     return core
