@@ -576,24 +576,27 @@ def verify(
     offsets: dict[str, float],
     categories: np.ndarray,
 ) -> None:
-    """The artifact, loaded by the serving code on both of its paths, scores like the trained model."""
+    """The artifact, loaded by the serving code on each of its paths (compiled look-up when built,
+    numpy, pure Python), scores like the trained model."""
     loaded = SafetyClassifier.load(path)
-    pure_python = SafetyClassifier.load(path, use_numpy=False)
+    others = [SafetyClassifier.load(path, use_native=False), SafetyClassifier.load(path, use_numpy=False)]
     worst = worst_paths = 0.0
     agree = []
     for e, z, category in zip(examples, logits, categories, strict=True):
         want = 1 / (1 + math.exp(-(z + offsets[e.detected])))
         got = loaded.score(e.text)
         worst = max(worst, abs(got.unsafe - want))
-        other = pure_python.score(e.text)
-        worst_paths = max(worst_paths, abs(got.unsafe - other.unsafe))
-        if got.category != other.category:
-            raise SystemExit(f"the two scoring paths disagree on the category of {e.text[:80]!r}")
+        for other in (o.score(e.text) for o in others):
+            worst_paths = max(worst_paths, abs(got.unsafe - other.unsafe))
+            if got.category != other.category:
+                raise SystemExit(f"the scoring paths disagree on the category of {e.text[:80]!r}")
         if e.label and got.unsafe >= CATEGORY_MIN_SCORE:
             agree.append(got.category == CATEGORIES[category])
     log(f"\nverification: {loaded.version}")
     log(f"  max |artifact - trained model| = {worst:.1e} (weights are stored to 6 significant digits)")
-    log(f"  max |numpy path - pure-Python path| = {worst_paths:.1e}")
+    log(
+        f"  max difference between the scoring paths ({loaded.scoring_path}, numpy, python) = {worst_paths:.1e}"
+    )
     log(
         f"  category: artifact (sparsified head) agrees with the full head on {np.mean(agree):.3f} of unsafe lines"
     )
