@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import re
 from pathlib import Path
 
@@ -168,8 +167,6 @@ def test_the_compiled_look_up_is_used_when_it_is_built(
 ) -> None:
     if not NATIVE_LIBRARY.exists():
         pytest.skip("scripts/build-native.sh has not been run here: long texts are scored with numpy")
-    if os.environ.get("AIGC_SAFETY_NATIVE") == "0":
-        pytest.skip("AIGC_SAFETY_NATIVE=0 turns the compiled look-up off")
     assert (classifier.scoring_path, numpy_only.scoring_path, pure_python.scoring_path) == (
         "native",
         "numpy",

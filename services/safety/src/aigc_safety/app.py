@@ -29,7 +29,9 @@ async def build_core(
     """Loads packs, policies and the classifier; a broken file fails start-up naming file and field."""
     store = PolicyStore(settings.packs_dir, settings.policies_dir)
     classifier = (
-        await asyncio.to_thread(SafetyClassifier.load, settings.classifier_path)
+        await asyncio.to_thread(
+            SafetyClassifier.load, settings.classifier_path, use_native=settings.classifier_native
+        )
         if settings.classifier_enabled
         else None
     )

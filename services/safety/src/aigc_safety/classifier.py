@@ -40,7 +40,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import re
 import zlib
 from collections.abc import Mapping, Sequence
@@ -496,8 +495,8 @@ class SafetyClassifier:
 
 
 def _native_scan() -> Any:
-    """The compiled n-gram look-up, or None when it is not built (or AIGC_SAFETY_NATIVE=0)."""
-    if os.environ.get("AIGC_SAFETY_NATIVE", "1") == "0" or not NATIVE_LIBRARY.exists():
+    """The compiled n-gram look-up, or None when it is not built."""
+    if not NATIVE_LIBRARY.exists():
         return None
     try:
         function = ctypes.CDLL(str(NATIVE_LIBRARY)).aigc_ngram_scan

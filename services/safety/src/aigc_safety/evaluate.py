@@ -217,7 +217,7 @@ def run(dataset: Path, policy: str = "", output_format: str = "text") -> int:
         core = SafetyCore(
             PolicyStore(settings.packs_dir, settings.policies_dir),
             SafetyMetrics(CollectorRegistry()),
-            classifier=SafetyClassifier.load(settings.classifier_path)
+            classifier=SafetyClassifier.load(settings.classifier_path, use_native=settings.classifier_native)
             if settings.classifier_enabled
             else None,
             audit=_DiscardAudit(),
