@@ -12,7 +12,7 @@ if ! command -v "$CC" >/dev/null; then
   exit 0
 fi
 if [[ ! -f $lib || $src -nt $lib ]]; then
-  "$CC" -O2 -fPIC -shared -std=c99 -Wall -Wextra -Werror -o "$lib.tmp" "$src"
+  "$CC" -O2 -fPIC -shared -std=c99 -Wall -Wextra -o "$lib.tmp" "$src"
   mv "$lib.tmp" "$lib"
   echo "build-native: built $lib"
 fi

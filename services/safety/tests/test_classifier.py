@@ -150,7 +150,10 @@ def numpy_only() -> SafetyClassifier:
     "text",
     [t for _, t in UNSAFE[:4] + BUSINESS[:4]]
     + [LONG_TEXT, LONG_TEXT + "怎样往同事的水杯里下毒才不会被发现？", "短句", "ab cd ef g", "\U0001f600" * 70]
-    + ["\ud800 lone surrogate " * 10, "ﬁ①" * 40],
+    + ["\ud800 lone surrogate " * 10, "ﬁ①" * 40]
+    # A 4-gram whose linear rolling hash (the old hash) equals that of the vocabulary's ". my":
+    # with a keyed, non-linear hash it borrows nothing.
+    + ["\U0001389e\U00011335\U00011939\U00015da8 " * 3],
 )
 def test_compiled_numpy_and_pure_python_paths_agree(
     classifier: SafetyClassifier, numpy_only: SafetyClassifier, pure_python: SafetyClassifier, text: str

@@ -16,9 +16,13 @@ offset gives Chinese and English their own operating point at the one shared thr
 
 **Two ways to compute the same sum.** Short texts, most of the traffic, go through plain ``dict``
 look-ups of n-gram strings (numpy's per-call overhead would dominate there). Long texts go through
-numpy: every character n-gram is hashed to 64 bits with a rolling hash over the code points, and
-looked up in two cuckoo tables of the vocabulary's hashes. Both give the same features (a 64-bit
-hash is compared whole, so a false match has probability about 2**-64 per n-gram) and the same
+numpy (or, when built, one compiled C pass): every character n-gram is hashed to 64 bits and
+looked up in two cuckoo tables of the vocabulary's hashes. The hash mixes each code point into the
+running value with the splitmix64 finaliser under a key drawn at random for every loaded model, so
+nobody can compute, offline, a string whose hash equals a vocabulary n-gram's (with a linear
+rolling hash a lattice search finds such 4-grams at once, and a text could then borrow the weight
+of "a safe n-gram" it does not contain). All ways give the same features (a 64-bit hash is
+compared whole: an accidental false match has probability about 2**-64 per n-gram) and the same
 score up to float rounding in the order of summation (about 1e-15). Without numpy every text
 takes the first way.
 
@@ -41,6 +45,7 @@ import json
 import logging
 import math
 import re
+import secrets
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -89,8 +94,11 @@ _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _CJK = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 
 _MASK64 = (1 << 64) - 1
-_HASH_MULTIPLIER = 0x100000001B3  # FNV-1 64-bit prime: odd, so the rolling hash is invertible
+_HASH_MULTIPLIER = 0x100000001B3  # FNV-1 64-bit prime (odd)
+# Added at each step of the hash, one per n-gram order.
 _ORDER_TAGS = (0, 0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5)
+NATIVE_ABI = 2
+"""What ``aigc_ngram_abi()`` of a compatible compiled look-up returns (native/ngram.c)."""
 
 
 def text_features(normalized_text: str) -> list[str]:
@@ -140,14 +148,14 @@ def _language(text: str, word_count: int) -> str:
     return "zh" if non_ascii >= word_count else "en"
 
 
-def char_gram_hash(gram: str) -> int:
-    """The 64-bit hash of one character n-gram, as the vectorised path computes it over a text:
-    a rolling polynomial over the code points, tagged with the order, then the splitmix64
-    finaliser so that any slice of the bits is well mixed."""
-    h = 0
-    for ch in gram:
-        h = (h * _HASH_MULTIPLIER + ord(ch)) & _MASK64
-    return _mix(h ^ _ORDER_TAGS[len(gram)])
+def char_gram_hash(gram: str, key: int) -> int:
+    """The 64-bit hash of one character n-gram under ``key``, as the vectorised paths compute it
+    over a text: starting from the key, each code point is added to the running value times an
+    odd constant plus its order's tag, and the sum goes through the splitmix64 finaliser."""
+    h = key
+    for order, ch in enumerate(gram, start=1):
+        h = _mix((h * _HASH_MULTIPLIER + ord(ch) + _ORDER_TAGS[order]) & _MASK64)
+    return h
 
 
 def _mix(z: int) -> int:
@@ -182,9 +190,11 @@ class _VectorTables:
         self, np: Any, char_features: Sequence[tuple[str, int]], weights: Sequence[float], native: Any = None
     ) -> None:
         self.np = np
-        keys = [char_gram_hash(gram) for gram, _ in char_features]
-        if len(set(keys)) != len(keys) or 0 in keys:
-            raise ValueError("two vocabulary n-grams share a 64-bit hash")
+        while True:  # a fresh key on the (2**-64-likely) event of a clash or of 0, the empty slot
+            self.key = secrets.randbits(64)
+            keys = [char_gram_hash(gram, self.key) for gram, _ in char_features]
+            if len(set(keys)) == len(keys) and 0 not in keys:
+                break
         size = 1 << max(4, (2 * len(keys) - 1).bit_length())
         while True:
             placed = _cuckoo_place(keys, size)
@@ -202,12 +212,14 @@ class _VectorTables:
         self.weights = np.array(weights, dtype=np.float64)
         self.multiplier = np.uint64(_HASH_MULTIPLIER)
         self.tags = [np.uint64(t) for t in _ORDER_TAGS]
-        self.native = native
+        # The first step of every n-gram's hash, key included: key * multiplier + tag of order 1.
+        self.first = np.uint64((self.key * _HASH_MULTIPLIER + _ORDER_TAGS[1]) & _MASK64)
         tag_array = np.array(_ORDER_TAGS, dtype=np.uint64)
         self._keep_alive = (tag_array,)
         # The arrays' addresses, once: the compiled look-up reads them in place.
         self._native_args = (
             MAX_CHAR_ORDER,
+            self.key,
             _HASH_MULTIPLIER,
             tag_array.ctypes.data,
             self.keys[0].ctypes.data,
@@ -216,6 +228,24 @@ class _VectorTables:
             self.index[1].ctypes.data,
             self.mask,
             self.weights.ctypes.data,
+        )
+
+        self.native = native
+        if native is not None and not self._native_agrees():
+            log.warning(
+                "safety classifier: %s finds other n-grams than numpy (stale build?); scoring with numpy",
+                NATIVE_LIBRARY.name,
+            )
+            self.native = None
+
+    def _native_agrees(self) -> bool:
+        """Whether the compiled look-up finds what numpy finds on a sample of the vocabulary's own
+        n-grams (a library built from another version of ngram.c would not)."""
+        sample = "请帮我总结这份报告的要点 please summarise the report, 谢谢! ①ﬁ\U0001f600"
+        np = self.np
+        return bool(
+            np.array_equal(np.sort(self.scan(sample)[1]), np.sort(self.char_indices(sample)))
+            and abs(self.scan(sample)[0] - float(self.weights[self.char_indices(sample)].sum())) < 1e-9
         )
 
     def scan(self, text: str) -> tuple[float, npt.NDArray[Any]]:
@@ -236,28 +266,31 @@ class _VectorTables:
         np = self.np
         codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.uint64)
         length = len(codes)
-        z = np.empty(max(0, 4 * length - 6), dtype=np.uint64)
-        z[:length] = codes
-        z[:length] ^= self.tags[1]
-        rolling, start = codes, length
+        z = np.empty(sum(max(0, length - k + 1) for k in range(1, MAX_CHAR_ORDER + 1)), dtype=np.uint64)
+        # Order 1, then each order from the one before, as char_gram_hash does one n-gram.
+        rolling = _mix_array(np, codes + self.first)
+        z[:length] = rolling
+        start = length
         for order in range(2, MAX_CHAR_ORDER + 1):
-            rolling = rolling[:-1] * self.multiplier + codes[order - 1 :]
-            end = start + len(rolling)
-            z[start:end] = rolling
-            z[start:end] ^= self.tags[order]
-            start = end
-        # splitmix64 finaliser, in place (see char_gram_hash)
-        z ^= z >> np.uint64(30)
-        z *= np.uint64(0xBF58476D1CE4E5B9)
-        z ^= z >> np.uint64(27)
-        z *= np.uint64(0x94D049BB133111EB)
-        z ^= z >> np.uint64(31)
+            rolling = _mix_array(np, rolling[:-1] * self.multiplier + codes[order - 1 :] + self.tags[order])
+            z[start : start + len(rolling)] = rolling
+            start += len(rolling)
         mask = np.uint64(self.mask)
         slot1 = (z & mask).astype(np.intp)
         slot2 = ((z >> np.uint64(32)) & mask).astype(np.intp)
         hit1 = slot1[self.keys[0][slot1] == z]
         hit2 = slot2[self.keys[1][slot2] == z]
         return np.concatenate((self.index[0][hit1], self.index[1][hit2]))
+
+
+def _mix_array(np: Any, z: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """The splitmix64 finaliser over an array of uint64, in place (see ``_mix``)."""
+    z ^= z >> np.uint64(30)
+    z *= np.uint64(0xBF58476D1CE4E5B9)
+    z ^= z >> np.uint64(27)
+    z *= np.uint64(0x94D049BB133111EB)
+    z ^= z >> np.uint64(31)
+    return z
 
 
 def _cuckoo_place(keys: Sequence[int], size: int) -> list[tuple[int, int]] | None:
@@ -442,8 +475,9 @@ class SafetyClassifier:
 
     @property
     def scoring_path(self) -> str:
-        """How texts of :data:`VECTOR_MIN_CHARS` characters or more are scored: ``native`` (the
-        compiled look-up), ``numpy`` or ``python``. All give the same scores; only speed differs."""
+        """How the character n-grams of all but the shortest texts are looked up: ``native`` (the
+        compiled look-up, from :data:`NATIVE_MIN_CHARS` characters), ``numpy`` (from
+        :data:`VECTOR_MIN_CHARS`) or ``python``. All give the same scores; only speed differs."""
         if self._vector is None:
             return "python"
         return "numpy" if self._vector.native is None else "native"
@@ -499,15 +533,28 @@ def _native_scan() -> Any:
     if not NATIVE_LIBRARY.exists():
         return None
     try:
-        function = ctypes.CDLL(str(NATIVE_LIBRARY)).aigc_ngram_scan
+        library = ctypes.CDLL(str(NATIVE_LIBRARY))
+        library.aigc_ngram_abi.restype = ctypes.c_int64
+        abi = library.aigc_ngram_abi()
+        function = library.aigc_ngram_scan
     except (OSError, AttributeError) as exc:
         log.warning("safety classifier: %s unusable (%s); scoring with numpy", NATIVE_LIBRARY.name, exc)
+        return None
+    if abi != NATIVE_ABI:
+        log.warning(
+            "safety classifier: %s has interface %s, this code needs %s (run scripts/build-native.sh); "
+            "scoring with numpy",
+            NATIVE_LIBRARY.name,
+            abi,
+            NATIVE_ABI,
+        )
         return None
     function.restype = ctypes.c_int64
     function.argtypes = [
         ctypes.c_char_p,  # code points, UTF-32-LE
         ctypes.c_int64,
         ctypes.c_int64,
+        ctypes.c_uint64,  # key
         ctypes.c_uint64,
         ctypes.c_void_p,
         ctypes.c_void_p,

@@ -173,11 +173,11 @@ class _FoldArrays:
         np = _np
         self.lengths = np.full(0x110000, _UNKNOWN, dtype=np.uint8)  # 1.1 MB
         self.starts = np.zeros(0x110000, dtype=np.uint32)  # 4.5 MB
-        self.flat = np.zeros(0, dtype=np.uint32)
+        self.flat = np.zeros(1024, dtype=np.uint32)  # grows by doubling; only the used part is read
+        self._used = 0
         self.cjk = np.zeros(0x110000, dtype=bool)  # 1.1 MB
         for low, high in _CJK_RANGES:
             self.cjk[low : high + 1] = True
-        self._chars: list[int] = []
         self._lock = threading.Lock()
 
     def lengths_of(self, codes: Any) -> Any:
@@ -186,15 +186,19 @@ class _FoldArrays:
             with self._lock:
                 unknown = _np.unique(codes[self.lengths[codes] == _UNKNOWN]).tolist()
                 forms = {cp: _FOLD_TABLE[cp] for cp in unknown}
-                first = {}
-                for cp, form in forms.items():
-                    first[cp] = len(self._chars)
-                    self._chars.extend(map(ord, form))
+                outputs = [ord(c) for form in forms.values() for c in form]
+                used = self._used
+                flat = self.flat
+                if used + len(outputs) > len(flat):
+                    flat = _np.zeros(max(2 * len(flat), used + len(outputs)), dtype=_np.uint32)
+                    flat[:used] = self.flat[:used]
+                flat[used : used + len(outputs)] = outputs
                 # The outputs are in place before any reader can see their lengths.
-                self.flat = _np.array(self._chars, dtype=_np.uint32)
+                self.flat, self._used = flat, used + len(outputs)
                 for cp, form in forms.items():
-                    self.starts[cp] = first[cp]
+                    self.starts[cp] = used
                     self.lengths[cp] = len(form)
+                    used += len(form)
             lengths = self.lengths[codes]
         return lengths
 

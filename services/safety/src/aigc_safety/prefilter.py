@@ -164,10 +164,14 @@ def _sequence(items: Iterable[tuple[Any, Any]]) -> tuple[Strings | None, Clauses
     return (None if broken else run), _clauses(candidates)
 
 
+# The flags rule patterns are compiled with (re adds UNICODE to str patterns).
+PATTERN_FLAGS = re.IGNORECASE | re.UNICODE
+
+
 @functools.lru_cache(maxsize=4096)  # parsed once for the trigger analysis and the width bound
-def parsed(pattern: str) -> Any:
-    """``pattern`` parsed case-insensitively by the parser ``re.compile`` uses (read, never changed)."""
-    return sre_parse.parse(pattern, re.IGNORECASE)
+def parsed(pattern: str, flags: int) -> Any:
+    """``pattern`` parsed by the parser ``re.compile`` uses (read, never changed)."""
+    return sre_parse.parse(pattern, flags)
 
 
 @functools.lru_cache(maxsize=4096)  # a pack's patterns are analysed once for all its stages and policies
@@ -175,7 +179,7 @@ def trigger_clauses(pattern: str) -> tuple[frozenset[str], ...] | None:
     """Sets of case-folded literals such that every match of ``pattern`` contains a member of each,
     most selective first; None when not even one selective set is known."""
     try:
-        tree = parsed(pattern)
+        tree = parsed(pattern, PATTERN_FLAGS)
     except re.error:
         return None
     exact, clauses = _sequence(tree.data)

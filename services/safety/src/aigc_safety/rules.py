@@ -210,7 +210,7 @@ class PackScanner:
 def _max_width(pattern: re.Pattern[str]) -> int | None:
     """The longest match a pattern can make, when that is bounded by the pack's look-back."""
     try:
-        width = int(parsed(pattern.pattern).getwidth()[1])
+        width = int(parsed(pattern.pattern, pattern.flags).getwidth()[1])
     except (re.error, OverflowError, RecursionError):
         return None
     return width if width <= PATTERN_LOOKBACK_CHARS else None
