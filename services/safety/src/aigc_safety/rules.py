@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import ahocorasick
+import ahocorasick_rs
 import yaml
 
 from aigc_common.errors import ConfigError
@@ -95,6 +95,7 @@ class PackScanner:
     def __init__(self, rules: tuple[Rule, ...]) -> None:
         self.rules = rules
         self._automaton: Any = None
+        self._values: list[tuple[int, tuple[tuple[int, bool, bool], ...], tuple[int, ...], int]] = []
         keywords: dict[str, list[tuple[int, bool, bool]]] = {}
         # Every required set of literals of every pattern, once however many patterns share it.
         clause_ids: dict[frozenset[str], int] = {}
@@ -134,21 +135,22 @@ class PackScanner:
             if clause_id in self._led_by:
                 for word in clause:
                     leads.setdefault(word, []).append(clause_id)
-        vocabulary = set(keywords) | set(word_ids)
+        vocabulary = sorted(set(keywords) | set(word_ids))
         if vocabulary:
-            automaton = ahocorasick.Automaton()
-            for word in vocabulary:
-                automaton.add_word(
-                    word,
-                    (
-                        len(word),
-                        tuple(keywords.get(word, ())),
-                        tuple(leads.get(word, ())),
-                        word_ids.get(word, -1),
-                    ),
+            # Every occurrence of every word, overlapping ones included; a match's index names
+            # the word, and _values[index] says what the word is for.
+            self._automaton = ahocorasick_rs.AhoCorasick(
+                vocabulary, matchkind=ahocorasick_rs.MatchKind.Standard
+            )
+            self._values = [
+                (
+                    len(word),
+                    tuple(keywords.get(word, ())),
+                    tuple(leads.get(word, ())),
+                    word_ids.get(word, -1),
                 )
-            automaton.make_automaton()
-            self._automaton = automaton
+                for word in vocabulary
+            ]
 
     @property
     def always_run(self) -> int:
@@ -165,8 +167,12 @@ class PackScanner:
             # Patterns report matches that start at or after ``pos`` (as Rule.find does), and a
             # match contains its required words, so only the text from ``pos`` on is searched: a
             # streaming check costs the new text plus the look-back, not the whole answer again.
-            for end, (length, owners, leads, word_id) in self._automaton.iter(normalized, pos):
-                start = end - length + 1
+            values = self._values
+            tail = normalized[pos:] if pos else normalized
+            for word, start, _ in self._automaton.find_matches_as_indexes(tail, overlapping=True):
+                length, owners, leads, word_id = values[word]
+                start += pos
+                end = start + length - 1  # the last character of the match
                 if word_id >= 0:
                     words.setdefault(word_id, []).append((start, end + 1))
                 for clause_id in leads:

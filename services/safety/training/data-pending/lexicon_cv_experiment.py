@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import ahocorasick
+import ahocorasick_rs
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from threadpoolctl import threadpool_limits
@@ -30,19 +30,19 @@ PAIRED_CUES = ("cue_request_howto", "cue_evasion")
 
 
 def build_matcher(lexicon: dict[str, list[str]]) -> Callable[[str], set[str]]:
-    automaton = ahocorasick.Automaton()
+    groups_of: dict[str, set[str]] = {}
     for group, terms in lexicon.items():
         for term in terms:
             key = normalize(term).text.strip()
             if key:
-                groups = automaton.get(key) if automaton.exists(key) else set()
-                automaton.add_word(key, groups | {group})
-    automaton.make_automaton()
+                groups_of.setdefault(key, set()).add(group)
+    terms = sorted(groups_of)
+    automaton = ahocorasick_rs.AhoCorasick(terms, matchkind=ahocorasick_rs.MatchKind.Standard)
 
     def groups_in(text: str) -> set[str]:
         hits: set[str] = set()
-        for _, groups in automaton.iter(text):
-            hits |= groups
+        for index, _, _ in automaton.find_matches_as_indexes(text, overlapping=True):
+            hits |= groups_of[terms[index]]
         return hits
 
     return groups_in
