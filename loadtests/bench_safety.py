@@ -2,13 +2,15 @@
 
 1. Input checks with the default policy (rules, classifier, PII) on one thread: latency p50 / p99
    for texts of up to 2,000 characters, and checks per second on short business texts, each
-   against a baseline of normalisation alone measured in the same run.
+   against a baseline of normalisation alone measured in the same run; and the classifier alone
+   on the long texts with the compiled n-gram look-up against numpy, as a ratio (when built).
 2. Output moderation: a scripted answer streamed token by token (zh and en) through the moderator
    with the configured hold-back window; reports how many tokens the first released text waits
    for, the time that is at the CPU model's decode rate, and the moderator's own compute per delta.
 
 Targets (issue 5): p99 <= 2 ms per input check of up to 2,000 characters; >= 5,000 checks/s on one core.
-Last line: one JSON object.
+The targets are stated for the development set, which ``aigc safety eval`` measures; here they are
+checked on these texts only (``targets_met_on_bench_texts``). Last line: one JSON object.
 
     .venv/bin/python loadtests/bench_safety.py [--seconds 3] [--tokens-per-second 85]
 """
@@ -91,17 +93,19 @@ def main() -> None:
     parser.add_argument("--holdback-chars", type=int, default=16)
     args = parser.parse_args()
 
+    core_classifier = SafetyClassifier.load()
     core = SafetyCore(
         PolicyStore(default_packs_dir(), default_policies_dir()),
         SafetyMetrics(CollectorRegistry()),
-        classifier=SafetyClassifier.load(),
+        classifier=core_classifier,
         holdback_chars=args.holdback_chars,
         audit=None,
     )
     rng = random.Random(7)
     check = lambda text: core.check_input("bench", "", text)  # noqa: E731
     long_texts = [_long_text(rng, rng.randint(1500, 2000)) for _ in range(args.long_texts)]
-    check(long_texts[0])  # warm-up
+    core.warm_up()  # as the service does before serving
+    check(long_texts[0])
     baseline_long = _timed(normalize, long_texts)
     long_lat = _timed(check, long_texts)
     print(
@@ -116,6 +120,23 @@ def main() -> None:
                 fn(text)
             done += len(SHORT)
         return done / (time.perf_counter() - start)
+
+    paths: dict[str, float] = {}
+    numpy_only = SafetyClassifier.load(use_native=False)
+    if core_classifier.scoring_path == "native":
+        folded = [normalize(text).text for text in long_texts]
+        for _ in range(2):  # alternate, keep the better of two: the machine's speed drifts
+            for name, model in (("native", core_classifier), ("numpy", numpy_only)):
+                took = statistics.median(_timed(model.score, folded))
+                paths[name] = min(paths.get(name, math.inf), took)
+        print(
+            f"classifier alone, 1,500-2,000 chars: compiled look-up p50 {paths['native'] * 1e3:.3f} ms, "
+            f"numpy {paths['numpy'] * 1e3:.3f} ms ({paths['numpy'] / paths['native']:.1f}x)"
+        )
+    else:
+        print(
+            f"classifier scoring path: {core_classifier.scoring_path} (run scripts/build-native.sh to compare)"
+        )
 
     short_rate = rate(check)
     norm_rate = rate(normalize)
@@ -153,7 +174,8 @@ def main() -> None:
         "normalize_only_per_second_short": round(norm_rate, 1),
         "holdback_chars": args.holdback_chars,
         "stream": stream,
-        "targets_met": _pct(long_lat, 0.99) <= 0.002 and short_rate >= 5000,
+        "classifier_native_speedup_2000_chars": round(paths["numpy"] / paths["native"], 2) if paths else None,
+        "targets_met_on_bench_texts": _pct(long_lat, 0.99) <= 0.002 and short_rate >= 5000,
     }
     print(json.dumps(result, ensure_ascii=False))
 
