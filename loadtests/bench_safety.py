@@ -122,8 +122,8 @@ def main() -> None:
         return done / (time.perf_counter() - start)
 
     paths: dict[str, float] = {}
-    numpy_only = SafetyClassifier.load(use_native=False)
     if core_classifier.scoring_path == "native":
+        numpy_only = SafetyClassifier.load(use_native=False)
         folded = [normalize(text).text for text in long_texts]
         for _ in range(2):  # alternate, keep the better of two: the machine's speed drifts
             for name, model in (("native", core_classifier), ("numpy", numpy_only)):

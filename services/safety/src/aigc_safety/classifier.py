@@ -214,14 +214,13 @@ class _VectorTables:
         self.tags = [np.uint64(t) for t in _ORDER_TAGS]
         # The first step of every n-gram's hash, key included: key * multiplier + tag of order 1.
         self.first = np.uint64((self.key * _HASH_MULTIPLIER + _ORDER_TAGS[1]) & _MASK64)
-        tag_array = np.array(_ORDER_TAGS, dtype=np.uint64)
-        self._keep_alive = (tag_array,)
+        self.tag_array = np.array(_ORDER_TAGS, dtype=np.uint64)  # read in place by the compiled look-up
         # The arrays' addresses, once: the compiled look-up reads them in place.
         self._native_args = (
             MAX_CHAR_ORDER,
             self.key,
             _HASH_MULTIPLIER,
-            tag_array.ctypes.data,
+            self.tag_array.ctypes.data,
             self.keys[0].ctypes.data,
             self.index[0].ctypes.data,
             self.keys[1].ctypes.data,
@@ -237,15 +236,19 @@ class _VectorTables:
                 NATIVE_LIBRARY.name,
             )
             self.native = None
+        # Texts at least this long take these tables; shorter ones the dictionary look-ups.
+        self.min_chars = VECTOR_MIN_CHARS if self.native is None else NATIVE_MIN_CHARS
 
     def _native_agrees(self) -> bool:
         """Whether the compiled look-up finds what numpy finds on a sample of the vocabulary's own
         n-grams (a library built from another version of ngram.c would not)."""
         sample = "请帮我总结这份报告的要点 please summarise the report, 谢谢! ①ﬁ\U0001f600"
         np = self.np
+        total, found = self.scan(sample)
+        expected = self.char_indices(sample)
         return bool(
-            np.array_equal(np.sort(self.scan(sample)[1]), np.sort(self.char_indices(sample)))
-            and abs(self.scan(sample)[0] - float(self.weights[self.char_indices(sample)].sum())) < 1e-9
+            np.array_equal(np.sort(found), np.sort(expected))
+            and abs(total - float(self.weights[expected].sum())) < 1e-9
         )
 
     def scan(self, text: str) -> tuple[float, npt.NDArray[Any]]:
@@ -332,7 +335,6 @@ class SafetyClassifier:
         "_char_weight",
         "_offsets",
         "_vector",
-        "_vector_min_chars",
         "_word_index",
         "_word_weight",
         "categories",
@@ -403,12 +405,9 @@ class SafetyClassifier:
         self._vector: _VectorTables | None = None
         self._category_matrix: Any = None
         self._category_bias_vector: Any = None
-        self._vector_min_chars = VECTOR_MIN_CHARS
         if use_numpy and numpy is not None:
             native = _native_scan() if use_native else None
             self._vector = _VectorTables(numpy, list(self._char_index.items()), weights, native)
-            if native is not None:
-                self._vector_min_chars = NATIVE_MIN_CHARS
             matrix = numpy.zeros((len(features), max(1, len(self.categories))), dtype=numpy.float64)
             for feature_index, pairs in self._category_rows.items():
                 for category_index, weight in pairs:
@@ -491,7 +490,9 @@ class SafetyClassifier:
         occurrences = _occurrences(len(text), len(words))
         if occurrences == 0:
             return ClassifierScore(_sigmoid(self._bias + self._offsets["en"]), "")
-        vector = self._vector if len(text) >= self._vector_min_chars else None
+        vector = self._vector
+        if vector is not None and len(text) < vector.min_chars:
+            vector = None
         grams: tuple[str, list[str], list[str], list[str]] | None = None
         char_hits: Any = None
         if vector is not None:
