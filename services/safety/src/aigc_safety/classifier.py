@@ -97,7 +97,9 @@ _MASK64 = (1 << 64) - 1
 _HASH_MULTIPLIER = 0x100000001B3  # FNV-1 64-bit prime (odd)
 # Added at each step of the hash, one per n-gram order.
 _ORDER_TAGS = (0, 0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5)
-NATIVE_ABI = 2
+# Added at each step of a word's hash (words and pairs); no order tag equals it.
+_WORD_TAG = 0x2545F4914F6CDD1D
+NATIVE_ABI = 3
 """What ``aigc_ngram_abi()`` of a compatible compiled look-up returns (native/ngram.c)."""
 
 
@@ -158,6 +160,16 @@ def char_gram_hash(gram: str, key: int) -> int:
     return h
 
 
+def word_hash(word: str, key: int) -> int:
+    """The 64-bit hash of a word or a word pair ("make a") under ``key``: as
+    :func:`char_gram_hash`, with one tag at every step; the compiled pass computes it over the
+    text's words."""
+    h = key
+    for ch in word:
+        h = _mix((h * _HASH_MULTIPLIER + ord(ch) + _WORD_TAG) & _MASK64)
+    return h
+
+
 def _mix(z: int) -> int:
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
@@ -182,17 +194,61 @@ class ClassifierScore:
     has no category head or the score is below its ``category_min_score`` (clearly benign)."""
 
 
+class _NativeTables(ctypes.Structure):
+    """The C mirror of ``struct aigc_tables`` (native/ngram.c): the tables' parameters and the
+    addresses of their arrays, built once per model and passed by reference to every call."""
+
+    _fields_ = [
+        ("max_order", ctypes.c_int64),
+        ("key", ctypes.c_uint64),
+        ("multiplier", ctypes.c_uint64),
+        ("tags", ctypes.c_void_p),
+        ("word_tag", ctypes.c_uint64),
+        ("keys0", ctypes.c_void_p),
+        ("index0", ctypes.c_void_p),
+        ("keys1", ctypes.c_void_p),
+        ("index1", ctypes.c_void_p),
+        ("mask", ctypes.c_uint64),
+        ("weights", ctypes.c_void_p),
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class _Native:
+    """The compiled library's two entry points."""
+
+    classify: Any
+    category: Any
+
+
+@dataclass(frozen=True, slots=True)
+class _Features:
+    """What the compiled pass reports about one text."""
+
+    total: float  # summed weights of the known feature occurrences
+    hits: Any  # their vocabulary indices (numpy int64 array)
+    words: int
+    language: str
+
+
 class _VectorTables:
-    """The vocabulary's character n-grams as two cuckoo hash tables of 64-bit hashes, plus the
-    weights in numpy arrays: the long-text path. Built once at load, read-only afterwards."""
+    """The vocabulary as two cuckoo hash tables of 64-bit hashes, plus the weights in numpy arrays:
+    the long-text path. Character n-grams for numpy; words and word pairs too, for the compiled
+    pass. Built once at load, read-only afterwards."""
 
     def __init__(
-        self, np: Any, char_features: Sequence[tuple[str, int]], weights: Sequence[float], native: Any = None
+        self,
+        np: Any,
+        char_features: Sequence[tuple[str, int]],
+        word_features: Sequence[tuple[str, int]],
+        weights: Sequence[float],
+        native: _Native | None = None,
     ) -> None:
         self.np = np
         while True:  # a fresh key on the (2**-64-likely) event of a clash or of 0, the empty slot
             self.key = secrets.randbits(64)
             keys = [char_gram_hash(gram, self.key) for gram, _ in char_features]
+            keys += [word_hash(word, self.key) for word, _ in word_features]
             if len(set(keys)) == len(keys) and 0 not in keys:
                 break
         size = 1 << max(4, (2 * len(keys) - 1).bit_length())
@@ -204,7 +260,8 @@ class _VectorTables:
         self.mask = size - 1
         table_keys = [[0] * size, [0] * size]
         table_index = [[-1] * size, [-1] * size]
-        for (table, slot), key, (_, index) in zip(placed, keys, char_features, strict=True):
+        features = chain(char_features, word_features)
+        for (table, slot), key, (_, index) in zip(placed, keys, features, strict=True):
             table_keys[table][slot] = key
             table_index[table][slot] = index
         self.keys = [np.array(k, dtype=np.uint64) for k in table_keys]
@@ -214,13 +271,14 @@ class _VectorTables:
         self.tags = [np.uint64(t) for t in _ORDER_TAGS]
         # The first step of every n-gram's hash, key included: key * multiplier + tag of order 1.
         self.first = np.uint64((self.key * _HASH_MULTIPLIER + _ORDER_TAGS[1]) & _MASK64)
-        self.tag_array = np.array(_ORDER_TAGS, dtype=np.uint64)  # read in place by the compiled look-up
-        # The arrays' addresses, once: the compiled look-up reads them in place.
-        self._native_args = (
+        self.tag_array = np.array(_ORDER_TAGS, dtype=np.uint64)  # read in place by the compiled pass
+        # The arrays' addresses, once: the compiled pass reads them in place.
+        self._native_tables = _NativeTables(
             MAX_CHAR_ORDER,
             self.key,
             _HASH_MULTIPLIER,
             self.tag_array.ctypes.data,
+            _WORD_TAG,
             self.keys[0].ctypes.data,
             self.index[0].ctypes.data,
             self.keys[1].ctypes.data,
@@ -228,41 +286,30 @@ class _VectorTables:
             self.mask,
             self.weights.ctypes.data,
         )
-
+        self._native_ref = ctypes.byref(self._native_tables)
         self.native = native
-        if native is not None and not self._native_agrees():
-            log.warning(
-                "safety classifier: %s finds other n-grams than numpy (stale build?); scoring with numpy",
-                NATIVE_LIBRARY.name,
-            )
-            self.native = None
-        # Texts at least this long take these tables; shorter ones the dictionary look-ups.
-        self.min_chars = VECTOR_MIN_CHARS if self.native is None else NATIVE_MIN_CHARS
 
-    def _native_agrees(self) -> bool:
-        """Whether the compiled look-up finds what numpy finds on a sample of the vocabulary's own
-        n-grams (a library built from another version of ngram.c would not)."""
-        sample = "请帮我总结这份报告的要点 please summarise the report, 谢谢! ①ﬁ\U0001f600"
-        np = self.np
-        total, found = self.scan(sample)
-        expected = self.char_indices(sample)
-        return bool(
-            np.array_equal(np.sort(found), np.sort(expected))
-            and abs(total - float(self.weights[expected].sum())) < 1e-9
-        )
+    @property
+    def min_chars(self) -> int:
+        """Texts at least this long take these tables; shorter ones the dictionary look-ups."""
+        return VECTOR_MIN_CHARS if self.native is None else NATIVE_MIN_CHARS
 
     def scan(self, text: str) -> tuple[float, npt.NDArray[Any]]:
         """The summed weights of the known character n-gram occurrences of ``text`` and their
-        vocabulary indices: compiled when the look-up is built, numpy otherwise."""
-        if self.native is None:
-            hits = self.char_indices(text)
-            return float(self.weights[hits].sum()), hits
+        vocabulary indices, with numpy."""
+        hits = self.char_indices(text)
+        return float(self.weights[hits].sum()), hits
+
+    def features(self, text: str) -> _Features:
+        """Every known feature occurrence of ``text`` (n-grams, words, pairs) in one compiled pass."""
         data = text.encode("utf-32-le", "surrogatepass")
         length = len(data) // 4
-        out = self.np.empty(MAX_CHAR_ORDER * length, dtype=self.np.int64)
-        total = ctypes.c_double()
-        found = self.native(data, length, *self._native_args, ctypes.byref(total), out.ctypes.data)
-        return total.value, out[:found]
+        out = self.np.empty(4 + (MAX_CHAR_ORDER + 2) * length, dtype=self.np.int64)
+        assert self.native is not None
+        total = self.native.classify(self._native_ref, data, length, out.ctypes.data)
+        found, words, non_ascii, cjk = out[:4].tolist()
+        language = "zh" if cjk and non_ascii >= words else "en"
+        return _Features(total, out[4 : 4 + found], words, language)
 
     def char_indices(self, text: str) -> npt.NDArray[Any]:
         """Vocabulary indices of every character n-gram occurrence in ``text`` that the model knows."""
@@ -406,14 +453,23 @@ class SafetyClassifier:
         self._category_matrix: Any = None
         self._category_bias_vector: Any = None
         if use_numpy and numpy is not None:
-            native = _native_scan() if use_native else None
-            self._vector = _VectorTables(numpy, list(self._char_index.items()), weights, native)
+            native = _native_library() if use_native else None
+            self._vector = _VectorTables(
+                numpy, list(self._char_index.items()), list(self._word_index.items()), weights, native
+            )
             matrix = numpy.zeros((len(features), max(1, len(self.categories))), dtype=numpy.float64)
             for feature_index, pairs in self._category_rows.items():
                 for category_index, weight in pairs:
                     matrix[feature_index, category_index] = weight
             self._category_matrix = matrix
             self._category_bias_vector = numpy.array(self._category_bias, dtype=numpy.float64)
+            if native is not None and not self._native_agrees():
+                log.warning(
+                    "safety classifier: %s finds other features than Python (stale build?); "
+                    "scoring with numpy",
+                    NATIVE_LIBRARY.name,
+                )
+                self._vector.native = None
         self.version: str = version
         """``ngram-lr-1+<hash>``: names the exact artifact in verdicts, cache keys and audit records."""
 
@@ -481,17 +537,53 @@ class SafetyClassifier:
             return "python"
         return "numpy" if self._vector.native is None else "native"
 
+    def _native_agrees(self) -> bool:
+        """Whether the compiled pass finds what the dictionaries find, on a sample with words,
+        pairs and both scripts (a library built from another version of ngram.c would not)."""
+        sample = "请帮我总结这份报告的要点 please summarise the report, don't wait 2 days! ①ﬁ\U0001f600"
+        assert self._vector is not None
+        words = _WORD.findall(sample)
+        grams = list(chain(*_char_grams(sample)))
+        expected = [self._char_index[g] for g in grams if g in self._char_index]
+        expected += [self._word_index[w] for w in chain(words, _word_pairs(words)) if w in self._word_index]
+        found = self._vector.features(sample)
+        weights = self._vector.weights
+        return bool(
+            sorted(found.hits.tolist()) == sorted(expected)
+            and abs(found.total - float(weights[expected].sum())) < 1e-9
+            and found.words == len(words)
+            and found.language == _language(sample, len(words))
+        )
+
     def score(self, normalized_text: str) -> ClassifierScore:
         """Scores one text that the caller has already normalised with
         :func:`aigc_safety.normalize.normalize`, as the training texts were."""
         text = normalized_text
+        vector = self._vector
+        if vector is not None and vector.native is not None and len(text) >= NATIVE_MIN_CHARS:
+            found = vector.features(text)
+            scale = 1.0 / math.sqrt(_occurrences(len(text), found.words))
+            unsafe = _sigmoid(self._bias + self._offsets[found.language] + scale * found.total)
+            if not self.categories or unsafe < self.category_min_score:
+                return ClassifierScore(unsafe, "")
+            best = vector.native.category(
+                self._category_matrix.ctypes.data,
+                len(self.categories),
+                self._category_bias_vector.ctypes.data,
+                scale,
+                found.hits.ctypes.data,
+                len(found.hits),
+            )
+            if best < 0:  # more categories than the compiled head takes
+                return ClassifierScore(unsafe, self._category_of(found.hits, [], scale))
+            return ClassifierScore(unsafe, self.categories[best])
         words = _WORD.findall(text)
         pairs = _word_pairs(words)
         occurrences = _occurrences(len(text), len(words))
         if occurrences == 0:
             return ClassifierScore(_sigmoid(self._bias + self._offsets["en"]), "")
         vector = self._vector
-        if vector is not None and len(text) < vector.min_chars:
+        if vector is not None and len(text) < VECTOR_MIN_CHARS:
             vector = None
         grams: tuple[str, list[str], list[str], list[str]] | None = None
         char_hits: Any = None
@@ -529,15 +621,16 @@ class SafetyClassifier:
         return self.categories[max(range(len(scores)), key=scores.__getitem__)]
 
 
-def _native_scan() -> Any:
-    """The compiled n-gram look-up, or None when it is not built."""
+def _native_library() -> _Native | None:
+    """The compiled feature pass and category head, or None when they are not built (or built
+    from another version of ngram.c)."""
     if not NATIVE_LIBRARY.exists():
         return None
     try:
         library = ctypes.CDLL(str(NATIVE_LIBRARY))
         library.aigc_ngram_abi.restype = ctypes.c_int64
         abi = library.aigc_ngram_abi()
-        function = library.aigc_ngram_scan
+        classify, category = library.aigc_classify, library.aigc_category
     except (OSError, AttributeError) as exc:
         log.warning("safety classifier: %s unusable (%s); scoring with numpy", NATIVE_LIBRARY.name, exc)
         return None
@@ -550,24 +643,19 @@ def _native_scan() -> Any:
             NATIVE_ABI,
         )
         return None
-    function.restype = ctypes.c_int64
-    function.argtypes = [
-        ctypes.c_char_p,  # code points, UTF-32-LE
+    # Few arguments, plain types: ctypes converts each one on every call.
+    classify.restype = ctypes.c_double
+    classify.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int64, ctypes.c_void_p]
+    category.restype = ctypes.c_int64
+    category.argtypes = [
+        ctypes.c_void_p,  # matrix, features x categories, row-major
         ctypes.c_int64,
+        ctypes.c_void_p,  # bias per category
+        ctypes.c_double,
+        ctypes.c_void_p,  # feature indices
         ctypes.c_int64,
-        ctypes.c_uint64,  # key
-        ctypes.c_uint64,
-        ctypes.c_void_p,
-        ctypes.c_void_p,
-        ctypes.c_void_p,
-        ctypes.c_void_p,
-        ctypes.c_void_p,
-        ctypes.c_uint64,
-        ctypes.c_void_p,
-        ctypes.POINTER(ctypes.c_double),
-        ctypes.c_void_p,
     ]
-    return function
+    return _Native(classify, category)
 
 
 def default_artifact_path() -> Path:

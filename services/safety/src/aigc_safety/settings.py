@@ -51,8 +51,8 @@ class SafetySettings(ServiceSettings):
     )
     classifier_native: bool = Field(
         True,
-        description="Score with the compiled n-gram look-up when scripts/build-native.sh has built it "
-        "(same scores as numpy, about 2x faster); false scores with numpy.",
+        description="Score with the compiled feature pass when scripts/build-native.sh has built it "
+        "(same scores as numpy, about 2.7x faster); false scores with numpy.",
     )
     holdback_chars: int = Field(
         16,

@@ -1,13 +1,18 @@
-/* Character n-gram look-up for the safety classifier, in one pass over a text.
+/* The safety classifier's feature look-up, in one pass over a text.
  *
- * The Python side (aigc_safety.classifier._VectorTables) holds the vocabulary's character 1- to
- * 4-grams as 64-bit hashes in two cuckoo tables. For every position of the text this extends the
- * hash of the n-grams starting there one code point at a time (from a secret key, each step
- * h = mix(h * multiplier + code + tag[order]) with the splitmix64 finaliser, see char_gram_hash),
- * looks each up in both tables and, when the vocabulary knows it, adds its weight and records its
- * index.
- * It is the numpy path of the same class done without temporary arrays: the hashes, tables and
- * weights are the same, so the same n-grams are found (tests compare the two).
+ * The Python side (aigc_safety.classifier._VectorTables) holds the vocabulary's features as
+ * 64-bit hashes in two cuckoo tables: character 1- to 4-grams, Latin words and adjacent word
+ * pairs. For every position of the text this extends the hash of the n-grams starting there one
+ * code point at a time (from a secret key, each step h = mix(h * multiplier + code + tag[order])
+ * with the splitmix64 finaliser, see char_gram_hash), looks each up in both tables and, when the
+ * vocabulary knows it, adds its weight and records its index. Words are the classifier's
+ * [a-z0-9]+('[a-z]+)? runs, hashed the same way with one word tag at every step (word_hash); a
+ * pair "w1 w2" continues the hash of w1 over a space and w2. It also counts what the score's
+ * divisor and language offset need: words, non-ASCII code points, whether a CJK one occurs.
+ *
+ * It computes what the Python paths of the same class compute from the same tables, so it finds
+ * the same features (the classifier checks that at load, the tests and the training script on
+ * every line). A second function sums the category head over the found features.
  *
  * Built by scripts/build-native.sh into libaigc_ngram.so beside this file; without it the
  * classifier uses numpy (or pure Python) and gives the same scores.
@@ -22,37 +27,122 @@ static inline uint64_t mix(uint64_t z) {
 }
 
 /* The interface version; the Python side refuses a library that returns another number. */
-int64_t aigc_ngram_abi(void) { return 2; }
+int64_t aigc_ngram_abi(void) { return 3; }
 
-/* codes: the text's code points (n of them). key: the hash key of these tables.
- * tags: the per-order tags, tags[1..max_order].
- * keys0/index0, keys1/index1: the two cuckoo tables (mask + 1 slots each; index -1 = empty).
- * weights: per vocabulary index. out: room for max_order * n indices.
- * Writes the sum of the found n-grams' weights to *total; returns how many were found. */
-int64_t aigc_ngram_scan(const uint32_t *codes, int64_t n, int64_t max_order, uint64_t key, uint64_t multiplier,
-                        const uint64_t *tags, const uint64_t *keys0, const int64_t *index0,
-                        const uint64_t *keys1, const int64_t *index1, uint64_t mask,
-                        const double *weights, double *total, int64_t *out) {
+/* Built once per loaded model by the Python side (ctypes mirror: _NativeTables). */
+struct aigc_tables {
+    int64_t max_order;
+    uint64_t key;
+    uint64_t multiplier;
+    const uint64_t *tags; /* tags[1..max_order] */
+    uint64_t word_tag;
+    const uint64_t *keys0;
+    const int64_t *index0; /* -1: empty slot */
+    const uint64_t *keys1;
+    const int64_t *index1;
+    uint64_t mask; /* slots per table - 1 */
+    const double *weights;
+};
+
+static inline int64_t lookup(const struct aigc_tables *t, uint64_t z) {
+    uint64_t s1 = z & t->mask, s2 = (z >> 32) & t->mask;
+    if (t->keys0[s1] == z) return t->index0[s1];
+    if (t->keys1[s2] == z) return t->index1[s2];
+    return -1;
+}
+
+static inline int is_lower_or_digit(uint32_t c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
+
+static inline int is_cjk(uint32_t c) {
+    return (c >= 0x3040 && c <= 0x30ff) || (c >= 0x3400 && c <= 0x4dbf) || (c >= 0x4e00 && c <= 0x9fff) ||
+           (c >= 0xac00 && c <= 0xd7af) || (c >= 0xf900 && c <= 0xfaff);
+}
+
+/* codes: the text's code points (n of them). out: room for 4 + max_order * n + 2 * n values.
+ * Writes out[0] = features found, out[1] = words, out[2] = non-ASCII code points, out[3] = 1 when
+ * a CJK code point occurs, and the found features' vocabulary indices from out[4] (character
+ * n-grams first, then words and pairs in text order). Returns the sum of their weights. */
+double aigc_classify(const struct aigc_tables *t, const uint32_t *codes, int64_t n, int64_t *out) {
     double sum = 0.0;
-    int64_t found = 0;
+    int64_t *found = out + 4;
+    int64_t non_ascii = 0, cjk = 0;
     for (int64_t i = 0; i < n; i++) {
-        uint64_t h = key;
-        for (int64_t order = 1; order <= max_order && i + order <= n; order++) {
-            h = mix(h * multiplier + (uint64_t)codes[i + order - 1] + tags[order]);
-            uint64_t z = h;
-            uint64_t s1 = z & mask, s2 = (z >> 32) & mask;
-            int64_t index = -1;
-            if (keys0[s1] == z) {
-                index = index0[s1];
-            } else if (keys1[s2] == z) {
-                index = index1[s2];
-            }
+        uint32_t c = codes[i];
+        if (c > 127) {
+            non_ascii++;
+            cjk |= is_cjk(c);
+        }
+        uint64_t h = t->key;
+        for (int64_t order = 1; order <= t->max_order && i + order <= n; order++) {
+            h = mix(h * t->multiplier + (uint64_t)codes[i + order - 1] + t->tags[order]);
+            int64_t index = lookup(t, h);
             if (index >= 0) {
-                sum += weights[index];
-                out[found++] = index;
+                sum += t->weights[index];
+                *found++ = index;
             }
         }
     }
-    *total = sum;
-    return found;
+    int64_t words = 0;
+    uint64_t previous = 0; /* hash of the word before, once there is one */
+    int64_t i = 0;
+    while (i < n) {
+        if (!is_lower_or_digit(codes[i])) {
+            i++;
+            continue;
+        }
+        int64_t end = i;
+        while (end < n && is_lower_or_digit(codes[end])) end++;
+        if (end + 1 < n && codes[end] == '\'' && codes[end + 1] >= 'a' && codes[end + 1] <= 'z') {
+            end++;
+            while (end < n && codes[end] >= 'a' && codes[end] <= 'z') end++;
+        }
+        uint64_t h = t->key, pair = 0;
+        if (words > 0) pair = mix(previous * t->multiplier + (uint64_t)' ' + t->word_tag);
+        for (int64_t j = i; j < end; j++) {
+            h = mix(h * t->multiplier + (uint64_t)codes[j] + t->word_tag);
+            if (words > 0) pair = mix(pair * t->multiplier + (uint64_t)codes[j] + t->word_tag);
+        }
+        int64_t index = lookup(t, h);
+        if (index >= 0) {
+            sum += t->weights[index];
+            *found++ = index;
+        }
+        if (words > 0) {
+            index = lookup(t, pair);
+            if (index >= 0) {
+                sum += t->weights[index];
+                *found++ = index;
+            }
+        }
+        previous = h;
+        words++;
+        i = end;
+    }
+    out[0] = found - (out + 4);
+    out[1] = words;
+    out[2] = non_ascii;
+    out[3] = cjk;
+    return sum;
+}
+
+/* The category head: arg-max over categories of bias[c] + scale * sum of matrix[id][c] over the
+ * ids (row-major, ncat columns; ncat <= 256), the first on a tie. */
+int64_t aigc_category(const double *matrix, int64_t ncat, const double *bias, double scale, const int64_t *ids,
+                      int64_t count) {
+    double sums[256] = {0.0};
+    if (ncat <= 0 || ncat > 256) return -1;
+    for (int64_t k = 0; k < count; k++) {
+        const double *row = matrix + ids[k] * ncat;
+        for (int64_t c = 0; c < ncat; c++) sums[c] += row[c];
+    }
+    int64_t best = 0;
+    double top = bias[0] + scale * sums[0];
+    for (int64_t c = 1; c < ncat; c++) {
+        double value = bias[c] + scale * sums[c];
+        if (value > top) {
+            top = value;
+            best = c;
+        }
+    }
+    return best;
 }
