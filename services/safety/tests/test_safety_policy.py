@@ -14,7 +14,8 @@ from aigc_safety.core import SafetyCore
 from aigc_safety.metrics import SafetyMetrics
 from aigc_safety.pii import RedactionMap, restore
 from aigc_safety.policy import PolicyStore, build_policy_set
-from aigc_safety.types import Action
+from aigc_safety.rules import SCAN_LIBRARY
+from aigc_safety.types import Action, Stage
 
 PACK = """\
 name: shop
@@ -236,3 +237,27 @@ def test_a_broken_policy_file_names_file_and_field(
     with pytest.raises(ConfigError) as err:
         build_policy_set(packs, policies)
     assert expected in str(err.value) and file in str(err.value)
+
+
+def test_the_rule_scan_can_be_kept_in_python_with_the_same_verdicts(tmp_path: Path) -> None:
+    packs, policies = _dirs(tmp_path)
+    python = PolicyStore(packs, policies, native_scan=False)
+    assert python.scanning_path == "python"
+    compiled = PolicyStore(packs, policies)
+    if not SCAN_LIBRARY.exists():
+        pytest.skip("scripts/build-native.sh has not been run here: the rule scan runs in Python")
+    assert compiled.scanning_path == "native"
+    # After a reload the store keeps the path it was asked for.
+    (policies / "strict.yaml").write_text(STRICT.replace("version: 1", "version: 9"))
+    assert python.reload() and python.scanning_path == "python"
+    for name in ("strict", "lenient"):
+        for text in ("你这个蠢货", "nothing to see here", "蠢货蠢货 and 13800138000"):
+            verdicts = [
+                [
+                    (rule.rule_id, spans)
+                    for rule, spans in store.snapshot.policies[name].scanner(stage).scan(text)
+                ]
+                for store in (python, compiled)
+                for stage in Stage
+            ]
+            assert verdicts[:2] == verdicts[2:]

@@ -7,13 +7,14 @@ import json
 import random
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from aigc_safety.normalize import normalize
 from aigc_safety.policy import default_packs_dir
 from aigc_safety.prefilter import trigger_clauses, triggers
-from aigc_safety.rules import load_pack
+from aigc_safety.rules import SCAN_LIBRARY, PackScanner, load_pack
 from aigc_safety.types import Stage
 
 from .test_rule_pack_categories import BENIGN, EVASIONS, UNSAFE
@@ -91,8 +92,20 @@ def test_every_match_of_every_shipped_pattern_contains_each_required_set(path: P
     assert checked > 50
 
 
+def _scan_paths() -> list[Any]:
+    built = SCAN_LIBRARY.exists()
+    return [
+        pytest.param(True, id="native", marks=pytest.mark.skipif(not built, reason=NOT_BUILT)),
+        pytest.param(False, id="python"),
+    ]
+
+
+NOT_BUILT = "scripts/build-native.sh has not been run here: the rule scan runs in Python"
+
+
+@pytest.mark.parametrize("native", _scan_paths())
 @pytest.mark.parametrize("path", SHIPPED_PACKS, ids=lambda p: p.stem)
-def test_the_scanner_finds_exactly_what_every_rule_finds(path: Path) -> None:
+def test_the_scanner_finds_exactly_what_every_rule_finds(path: Path, native: bool) -> None:
     pack = load_pack(path)
     rng = random.Random(3)
     texts = [normalize(t).text for t in _texts()]
@@ -100,7 +113,8 @@ def test_the_scanner_finds_exactly_what_every_rule_finds(path: Path) -> None:
     texts += [" ".join(rng.sample(texts, 25)) for _ in range(60)]
     # Scanning from a position (streaming) must agree too.
     for stage in Stage:
-        scanner = pack.scanner(stage)
+        scanner = PackScanner(pack.rules_for(stage), use_native=native)
+        assert scanner.scanning_path == ("native" if native else "python")
         for text in texts:
             pos = rng.randint(0, len(text)) if text else 0
             expected = [(r.rule_id, r.find(text, pos)) for r in pack.rules_for(stage) if r.find(text, pos)]
@@ -123,3 +137,27 @@ def test_no_shipped_pattern_runs_on_every_text(path: Path) -> None:
     pack = load_pack(path)
     for stage in Stage:
         assert pack.scanner(stage).always_run == 0, stage
+
+
+@pytest.mark.skipif(not SCAN_LIBRARY.exists(), reason=NOT_BUILT)
+@pytest.mark.parametrize(
+    "text",
+    [
+        # More hits than the first output buffer holds, and more occurrences than the small sort takes.
+        "make a pipe bomb. " * 100 + "怎么制作炸弹？" * 150 + " how to make a bomb" * 120,
+        # Keywords hard against letters, digits and astral characters (word boundaries in code points).
+        "\U0001f600制作炸弹\U0001f600 xmake a pipe bomb make a pipe bomb1 make a pipe bomb\U00020000",
+        "",
+        "a",
+    ],
+    ids=["many-hits", "boundaries", "empty", "one-char"],
+)
+def test_compiled_and_python_scans_agree_on_edge_cases(text: str) -> None:
+    rules = load_pack(default_packs_dir() / "default.yaml").rules_for(Stage.INPUT)
+    native, python = PackScanner(rules, use_native=True), PackScanner(rules, use_native=False)
+    normalized = normalize(text).text
+    for pos in sorted({0, 1, len(normalized) // 2, len(normalized)}):
+        expected = [(r.rule_id, spans) for r, spans in python.scan(normalized, pos)]
+        assert [(r.rule_id, spans) for r, spans in native.scan(normalized, pos)] == expected
+    if len(normalized) > 1000:  # a hundred keyword hits: more than the first output buffer holds
+        assert max(len(spans) for _, spans in python.scan(normalized)) >= 100

@@ -27,7 +27,10 @@ async def build_core(
     settings: SafetySettings, runtime: ProcessRuntime, audit: AuditSink | None = None
 ) -> SafetyCore:
     """Loads packs, policies and the classifier; a broken file fails start-up naming file and field."""
-    store = PolicyStore(settings.packs_dir, settings.policies_dir)
+    store = await asyncio.to_thread(
+        PolicyStore, settings.packs_dir, settings.policies_dir, native_scan=settings.scanner_native
+    )
+    log.info("safety policies loaded (%s rule scan)", store.scanning_path)
     classifier = (
         await asyncio.to_thread(
             SafetyClassifier.load, settings.classifier_path, use_native=settings.classifier_native

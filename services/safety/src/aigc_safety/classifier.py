@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aigc_common.errors import ConfigError
+from aigc_safety.native_library import load_native
 
 try:  # numpy speeds up long texts only; the pure-Python path gives the same scores without it
     import numpy
@@ -624,25 +625,17 @@ class SafetyClassifier:
 def _native_library() -> _Native | None:
     """The compiled feature pass and category head, or None when they are not built (or built
     from another version of ngram.c)."""
-    if not NATIVE_LIBRARY.exists():
+    functions = load_native(
+        NATIVE_LIBRARY,
+        "aigc_ngram_abi",
+        NATIVE_ABI,
+        ["aigc_classify", "aigc_category"],
+        "safety classifier",
+        "scoring with numpy",
+    )
+    if functions is None:
         return None
-    try:
-        library = ctypes.CDLL(str(NATIVE_LIBRARY))
-        library.aigc_ngram_abi.restype = ctypes.c_int64
-        abi = library.aigc_ngram_abi()
-        classify, category = library.aigc_classify, library.aigc_category
-    except (OSError, AttributeError) as exc:
-        log.warning("safety classifier: %s unusable (%s); scoring with numpy", NATIVE_LIBRARY.name, exc)
-        return None
-    if abi != NATIVE_ABI:
-        log.warning(
-            "safety classifier: %s has interface %s, this code needs %s (run scripts/build-native.sh); "
-            "scoring with numpy",
-            NATIVE_LIBRARY.name,
-            abi,
-            NATIVE_ABI,
-        )
-        return None
+    classify, category = functions
     # Few arguments, plain types: ctypes converts each one on every call.
     classify.restype = ctypes.c_double
     classify.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int64, ctypes.c_void_p]

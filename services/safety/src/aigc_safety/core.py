@@ -250,6 +250,12 @@ class SafetyCore:
             self._classifier.score(normalized.text)
 
     @property
+    def scoring_paths(self) -> str:
+        """Which compiled helpers run, e.g. ``rule scan native, classifier native``."""
+        classifier = self._classifier.scoring_path if self._classifier else "off"
+        return f"rule scan {self._store.scanning_path}, classifier {classifier}"
+
+    @property
     def classifier_version(self) -> str:
         return self._classifier.version if self._classifier else ""
 

@@ -215,7 +215,7 @@ def run(dataset: Path, policy: str = "", output_format: str = "text") -> int:
     try:
         settings = load_settings(SafetySettings)
         core = SafetyCore(
-            PolicyStore(settings.packs_dir, settings.policies_dir),
+            PolicyStore(settings.packs_dir, settings.policies_dir, native_scan=settings.scanner_native),
             SafetyMetrics(CollectorRegistry()),
             classifier=SafetyClassifier.load(settings.classifier_path, use_native=settings.classifier_native)
             if settings.classifier_enabled
@@ -231,7 +231,7 @@ def run(dataset: Path, policy: str = "", output_format: str = "text") -> int:
         return 2
     print(
         f"[safety eval] {len(rows)} lines from {dataset}, policy {chosen.version}, "
-        f"classifier {core.classifier_version or 'off'}",
+        f"classifier {core.classifier_version or 'off'} ({core.scoring_paths})",
         file=sys.stderr,
     )
     # As the service does at start-up: the one-time work of first checks stays out of the figures.

@@ -151,8 +151,9 @@ def _yaml_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and _YAML.match(p.name))
 
 
-def build_policy_set(packs_dir: Path, policies_dir: Path) -> PolicySet:
-    """Loads every pack and policy; the first broken file raises (start-up is strict)."""
+def build_policy_set(packs_dir: Path, policies_dir: Path, *, native_scan: bool = True) -> PolicySet:
+    """Loads every pack and policy; the first broken file raises (start-up is strict).
+    ``native_scan=False`` keeps the rule scan in Python where the compiled pass is built."""
     for folder, what in ((packs_dir, "packs_dir"), (policies_dir, "policies_dir")):
         if not folder.is_dir():
             raise ConfigError(f"{what} {folder} is not a folder; set AIGC_SAFETY_{what.upper()}")
@@ -174,7 +175,9 @@ def build_policy_set(packs_dir: Path, policies_dir: Path) -> PolicySet:
         scanners = compiled.get(tuple(spec.packs))
         if scanners is None:
             scanners = compiled[tuple(spec.packs)] = {
-                stage: PackScanner(tuple(r for pack in chosen for r in pack.rules_for(stage)))
+                stage: PackScanner(
+                    tuple(r for pack in chosen for r in pack.rules_for(stage)), use_native=native_scan
+                )
                 for stage in Stage
             }
         policies[spec.name] = Policy(spec, chosen, scanners)
@@ -203,16 +206,23 @@ class PolicyStore:
     swaps in the new snapshot only if every file is valid; otherwise the error is kept in
     ``snapshot.errors`` and logged, and the last good snapshot keeps serving."""
 
-    def __init__(self, packs_dir: Path, policies_dir: Path) -> None:
+    def __init__(self, packs_dir: Path, policies_dir: Path, *, native_scan: bool = True) -> None:
         self._packs_dir = packs_dir
         self._policies_dir = policies_dir
-        self._snapshot = build_policy_set(packs_dir, policies_dir)
+        self._native_scan = native_scan
+        self._snapshot = build_policy_set(packs_dir, policies_dir, native_scan=native_scan)
         self._print = _fingerprint(packs_dir, policies_dir)
         self.last_error = ""
 
     @property
     def snapshot(self) -> PolicySet:
         return self._snapshot
+
+    @property
+    def scanning_path(self) -> str:
+        """``native`` when every policy's rule scan runs the compiled pass, else ``python``."""
+        scanners = [s for p in self._snapshot.policies.values() for s in p.scanners.values()]
+        return "native" if all(s.scanning_path == "native" for s in scanners) else "python"
 
     def reload(self) -> bool:
         """Returns True when a new snapshot was swapped in."""
@@ -224,7 +234,7 @@ class PolicyStore:
             return False
         self._print = fingerprint
         try:
-            fresh = build_policy_set(self._packs_dir, self._policies_dir)
+            fresh = build_policy_set(self._packs_dir, self._policies_dir, native_scan=self._native_scan)
         except ConfigError as exc:
             self.last_error = str(exc)
             log.warning("safety policy reload refused", extra={"fields": {"error": str(exc)}})

@@ -8,8 +8,12 @@ so a pack never needs full-width, upper-case or zero-width variants of a phrase.
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import logging
 import re
+from array import array
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +23,12 @@ import ahocorasick_rs
 import yaml
 
 from aigc_common.errors import ConfigError
+from aigc_safety.native_library import load_native
 from aigc_safety.normalize import is_cjk, normalize
 from aigc_safety.prefilter import parsed, trigger_clauses
 from aigc_safety.types import Action, Stage
+
+log = logging.getLogger(__name__)
 
 LANGUAGES = frozenset({"zh", "en", "any"})
 _PACK_KEYS = frozenset({"name", "version", "description", "fragments", "rules"})
@@ -39,6 +46,27 @@ _FRAGMENT_REF = re.compile(r"\(\?&([^)]*)\)")
 # text. Keyword matches are bounded by the longest keyword; a pattern match longer than this is
 # only found when it fits in the window, so packs keep patterns short (they all are: phrases).
 PATTERN_LOOKBACK_CHARS = 256
+
+SCAN_LIBRARY = Path(__file__).resolve().parent / "native" / "libaigc_scan.so"
+"""The scanner's compiled automaton pass, built by ``scripts/build-native.sh``; optional."""
+SCAN_ABI = 3
+"""What ``aigc_scan_abi()`` of a compatible build returns (native/scan.c)."""
+# The struct aigc_automaton arrays after the edge table, in their C order.
+_AUTOMATON_ARRAYS = (
+    "word_length",
+    "kw_start",
+    "kw_rule",
+    "kw_flags",
+    "lead_start",
+    "lead_clause",
+    "other_start",
+    "other_clause",
+    "led_start",
+    "led_pattern",
+    "also_start",
+    "also_clause",
+    "width",
+)
 
 
 class RulePackError(ConfigError):
@@ -90,9 +118,15 @@ class PackScanner:
     only when each of its other sets occurs there too ("how to" near "bomb", not "bomb" alone).
     Patterns without usable sets always run. Finds exactly what ``Rule.find`` finds, rule by rule,
     at a cost that barely grows with the size of the pack.
+
+    Where ``scripts/build-native.sh`` has built ``native/scan.c``, the automaton pass and all this
+    bookkeeping run there (one call returns the keyword hits and the windows to search) and only
+    the regular expressions stay in Python; otherwise ahocorasick-rs and Python do the same.
     """
 
-    def __init__(self, rules: tuple[Rule, ...]) -> None:
+    def __init__(self, rules: tuple[Rule, ...], *, use_native: bool = True) -> None:
+        """``use_native=False`` keeps the scan in Python even where ``scripts/build-native.sh``
+        has built the compiled pass (the tests compare the two)."""
         self.rules = rules
         self._automaton: Any = None
         self._values: list[tuple[int, tuple[tuple[int, bool, bool], ...], tuple[int, ...], int]] = []
@@ -128,7 +162,9 @@ class PackScanner:
         leads: dict[str, list[int]] = {}
         word_ids: dict[str, int] = {}
         self._clause_words: list[tuple[int, ...]] = [()] * len(clause_ids)
+        self._clause_words_text: list[tuple[str, ...]] = [()] * len(clause_ids)
         for clause, clause_id in clause_ids.items():
+            self._clause_words_text[clause_id] = tuple(sorted(clause))
             self._clause_words[clause_id] = tuple(
                 word_ids.setdefault(w, len(word_ids)) for w in sorted(clause)
             )
@@ -151,14 +187,63 @@ class PackScanner:
                 )
                 for word in vocabulary
             ]
+        self._native: _NativeScan | None = None
+        library = _scan_library() if use_native and vocabulary else None
+        if library is not None:
+            others: dict[str, list[int]] = {}  # word -> the non-leading required sets it is in
+            for clause_id in sorted({c for also in self._also for c in also}):
+                for word in self._clause_words_text[clause_id]:
+                    others.setdefault(word, []).append(clause_id)
+            self._native = _NativeScan(
+                library,
+                vocabulary,
+                [
+                    (owners, leads, others.get(w, ()))
+                    for w, (_, owners, leads, _) in zip(vocabulary, self._values, strict=True)
+                ],
+                [self._led_by.get(c, ()) for c in range(len(clause_ids))],
+                self._also,
+                self._widths,
+            )
 
     @property
     def always_run(self) -> int:
         """Patterns that run on every text (no usable trigger words)."""
         return len(self._always)
 
+    @property
+    def scanning_path(self) -> str:
+        """``native`` when the compiled automaton pass does the scan's bookkeeping, else ``python``."""
+        return "python" if self._native is None else "native"
+
     def scan(self, normalized: str, pos: int = 0) -> list[tuple[Rule, list[tuple[int, int]]]]:
         """``(rule, merged spans)`` for each rule that matches at or after ``pos``, in rule order."""
+        if self._native is None:
+            return self._scan_python(normalized, pos)
+        found: dict[int, list[tuple[int, int]]] = {}
+        n = len(normalized)
+        if n > pos:
+            hits, windows = self._native.scan(normalized, pos)
+            for index, start, end in hits:
+                found.setdefault(index, []).append((start, end))
+            patterns = self._patterns
+            for pattern_id, lo, hi in windows:
+                index, pattern = patterns[pattern_id]
+                if lo < 0:
+                    spans = [m.span() for m in pattern.finditer(normalized, pos)]
+                else:
+                    spans = _search_window(pattern, normalized, lo, hi)
+                if spans:
+                    found.setdefault(index, []).extend(spans)
+        for pattern_id in self._always:
+            index, pattern = self._patterns[pattern_id]
+            spans = [m.span() for m in pattern.finditer(normalized, pos)]
+            if spans:
+                found.setdefault(index, []).extend(spans)
+        return [(self.rules[i], _merged(spans)) for i, spans in sorted(found.items())]
+
+    def _scan_python(self, normalized: str, pos: int) -> list[tuple[Rule, list[tuple[int, int]]]]:
+        """What :meth:`scan` does, all in Python around the ahocorasick-rs automaton."""
         found: dict[int, list[tuple[int, int]]] = {}
         led: dict[int, list[tuple[int, int]]] = {}  # leading required set -> where its words occur
         words: dict[int, list[tuple[int, int]]] = {}  # word of a required set -> where it occurs
@@ -249,21 +334,28 @@ def _search_near(
             windows.append([lo, hi])
     spans = []
     for lo, hi in windows:
-        if not all(any(lo <= a and b <= hi for a, b in spots) for spots in also):
-            continue
-        at = lo
-        while at <= hi:
-            m = pattern.search(text, at, hi)
+        if all(any(lo <= a and b <= hi for a, b in spots) for spots in also):
+            spans += _search_window(pattern, text, lo, hi)
+    return spans
+
+
+def _search_window(pattern: re.Pattern[str], text: str, lo: int, hi: int) -> list[tuple[int, int]]:
+    """Matches of ``pattern`` found in ``text[lo:hi]``, each confirmed on the whole text."""
+    spans = []
+    n = len(text)
+    at = lo
+    while at <= hi:
+        m = pattern.search(text, at, hi)
+        if m is None:
+            break
+        if hi < n:
+            begin = m.start()
+            m = pattern.match(text, begin)  # the whole text decides, not the cut
             if m is None:
-                break
-            if hi < n:
-                begin = m.start()
-                m = pattern.match(text, begin)  # the whole text decides, not the cut
-                if m is None:
-                    at = begin + 1
-                    continue
-            spans.append(m.span())
-            at = max(m.end(), m.start() + 1)
+                at = begin + 1
+                continue
+        spans.append(m.span())
+        at = max(m.end(), m.start() + 1)
     return spans
 
 
@@ -275,6 +367,179 @@ def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
         else:
             merged.append((start, end))
     return merged
+
+
+class _NativeAutomaton(ctypes.Structure):
+    """The C mirror of ``struct aigc_automaton`` (native/scan.c)."""
+
+    _fields_ = [
+        ("states", ctypes.c_void_p),
+        ("edge_class", ctypes.c_void_p),
+        ("edge_child", ctypes.c_void_p),
+        ("bmp_class", ctypes.c_void_p),
+        ("astral", ctypes.c_void_p),
+        ("astral_class", ctypes.c_void_p),
+        ("n_astral", ctypes.c_int64),
+        ("root_next", ctypes.c_void_p),
+        *((name, ctypes.c_void_p) for name in _AUTOMATON_ARRAYS),
+        ("n_clauses", ctypes.c_int64),
+        ("n_patterns", ctypes.c_int64),
+        ("lookback", ctypes.c_int64),
+    ]
+
+
+class _NativeScan:
+    """One scanner's Aho-Corasick automaton and word roles as flat arrays for native/scan.c, which
+    walks a text once and returns the keyword hits and the windows each pattern must be searched
+    in. Read-only after construction; the C call runs without the GIL."""
+
+    def __init__(
+        self,
+        library: Any,
+        vocabulary: Sequence[str],
+        roles: Sequence[tuple[Sequence[tuple[int, bool, bool]], Sequence[int], Sequence[int]]],
+        led_by: Sequence[Sequence[int]],
+        also: Sequence[Sequence[int]],
+        widths: Sequence[int | None],
+    ) -> None:
+        self._library = library
+        # Characters by class (1, 2, ...; 0: in no word): a character no word has costs one array
+        # read, and the root's children are one array indexed by class.
+        alphabet = sorted({ord(ch) for word in vocabulary for ch in word})
+        if len(alphabet) >= 1 << 16:
+            raise ValueError("scanner automaton: more than 65,535 distinct characters")
+        classes = {code: cls for cls, code in enumerate(alphabet, start=1)}
+        self._bmp_class = array("H", bytes(2 * 0x10000))
+        for code, cls in classes.items():
+            if code < 0x10000:
+                self._bmp_class[code] = cls
+        self._astral = array("I", (c for c in alphabet if c >= 0x10000))
+        self._astral_class = array("H", (classes[c] for c in self._astral))
+        # The trie: children per state, and the word ending at each state.
+        children: list[dict[int, int]] = [{}]
+        out_word = [-1]
+        for word_id, word in enumerate(vocabulary):
+            state = 0
+            for ch in word:
+                code = classes[ord(ch)]
+                following = children[state].get(code)
+                if following is None:
+                    following = len(children)
+                    children[state][code] = following
+                    children.append({})
+                    out_word.append(-1)
+                state = following
+            out_word[state] = word_id
+        # Failure links breadth first; each state's nearest proper suffix state that ends a word.
+        fail = [0] * len(children)
+        out_link = [-1] * len(children)
+        queue = deque(children[0].values())
+        while queue:
+            state = queue.popleft()
+            for code, child in children[state].items():
+                back = fail[state]
+                while back and code not in children[back]:
+                    back = fail[back]
+                target = children[back].get(code, 0) if state else 0
+                fail[child] = target
+                out_link[child] = target if out_word[target] >= 0 else out_link[target]
+                queue.append(child)
+        self._root_next = array("i", bytes(4 * (len(alphabet) + 1)))
+        for cls, child in children[0].items():
+            self._root_next[cls] = child
+        # struct aigc_state per state (fail, out_word, out_link, n_children, child, cls); children
+        # of states with several in edge_class/edge_child, sorted by class.
+        self._states = array("i")
+        self._edge_class, self._edge_child = array("I"), array("i")
+        for state, kids in enumerate(children):
+            if len(kids) == 1:
+                ((cls, child),) = kids.items()
+                self._states.extend((fail[state], out_word[state], out_link[state], 1, child, cls))
+                continue
+            self._states.extend(
+                (fail[state], out_word[state], out_link[state], len(kids), len(self._edge_class), 0)
+            )
+            for cls in sorted(kids):
+                self._edge_class.append(cls)
+                self._edge_child.append(kids[cls])
+
+        def csr(lists: Sequence[Sequence[int]]) -> tuple[array[int], array[int]]:
+            starts = array("i", [0])
+            for items in lists:
+                starts.append(starts[-1] + len(items))
+            return starts, array("i", (x for items in lists for x in items))
+
+        kw_start, kw_rule = csr([[index for index, _, _ in owners] for owners, _, _ in roles])
+        kw_flags = array("i", (left | right << 1 for owners, _, _ in roles for _, left, right in owners))
+        tables = {
+            "word_length": array("i", (len(w) for w in vocabulary)),
+            "kw_start": kw_start,
+            "kw_rule": kw_rule,
+            "kw_flags": kw_flags,
+        }
+        tables["lead_start"], tables["lead_clause"] = csr([leads for _, leads, _ in roles])
+        tables["other_start"], tables["other_clause"] = csr([others for _, _, others in roles])
+        tables["led_start"], tables["led_pattern"] = csr(led_by)
+        tables["also_start"], tables["also_clause"] = csr(also)
+        tables["width"] = array("i", (-1 if w is None else w for w in widths))
+        self._tables = tables  # kept alive: the C side reads them in place
+        self._automaton = _NativeAutomaton(
+            _address(self._states),
+            _address(self._edge_class) if self._edge_class else 0,
+            _address(self._edge_child) if self._edge_child else 0,
+            _address(self._bmp_class),
+            _address(self._astral) if self._astral else 0,
+            _address(self._astral_class) if self._astral_class else 0,
+            len(self._astral),
+            _address(self._root_next),
+            *(_address(tables[name]) for name in _AUTOMATON_ARRAYS),
+            len(led_by),
+            len(also),
+            PATTERN_LOOKBACK_CHARS,
+        )
+        self._ref = ctypes.byref(self._automaton)
+
+    def scan(self, text: str, pos: int) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
+        """Keyword hits ``(rule index, start, end)`` and windows ``(pattern id, lo, hi)`` (-1, -1:
+        the whole text) of the matches that start at or after ``pos``."""
+        base = pos - 1 if pos > 0 else 0  # one character before pos for the word-boundary check
+        data = (text[base:] if base else text).encode("utf-32-le", "surrogatepass")
+        capacity = 194
+        while True:
+            out = array("q", bytes(8 * capacity))
+            needed = self._library(
+                self._ref, data, len(data) // 4, base, len(text), pos, _address(out), capacity
+            )
+            if needed < 0:
+                raise MemoryError("rule scanner: out of memory")
+            if needed <= capacity:
+                break
+            capacity = needed
+        hits = out[0]  # then out[1] windows; the values run to `needed`
+        values = out[2:needed].tolist()
+        split = 3 * hits
+        return (
+            list(zip(values[0:split:3], values[1:split:3], values[2:split:3], strict=True)),
+            list(zip(values[split::3], values[split + 1 :: 3], values[split + 2 :: 3], strict=True)),
+        )
+
+
+def _address(buffer: array[Any]) -> int:
+    return int(buffer.buffer_info()[0])
+
+
+@functools.cache
+def _scan_library() -> Any:
+    """The compiled scan, or None when it is not built (or built from another scan.c)."""
+    functions = load_native(
+        SCAN_LIBRARY, "aigc_scan_abi", SCAN_ABI, ["aigc_scan"], "rule scanner", "scanning in Python"
+    )
+    if functions is None:
+        return None
+    (scan,) = functions
+    scan.restype = ctypes.c_int64
+    scan.argtypes = [ctypes.c_void_p, ctypes.c_char_p, *[ctypes.c_int64] * 4, ctypes.c_void_p, ctypes.c_int64]
+    return scan
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,11 @@ class SafetySettings(ServiceSettings):
         description="Score with the compiled feature pass when scripts/build-native.sh has built it "
         "(same scores as numpy, about 2.7x faster); false scores with numpy.",
     )
+    scanner_native: bool = Field(
+        True,
+        description="Run the rule scan's automaton pass compiled when scripts/build-native.sh has "
+        "built it (same hits as Python, about 2x faster); false scans in Python.",
+    )
     holdback_chars: int = Field(
         16,
         ge=0,
