@@ -47,6 +47,7 @@ import math
 import re
 import secrets
 import zlib
+from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain, repeat
@@ -100,7 +101,7 @@ _HASH_MULTIPLIER = 0x100000001B3  # FNV-1 64-bit prime (odd)
 _ORDER_TAGS = (0, 0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5)
 # Added at each step of a word's hash (words and pairs); no order tag equals it.
 _WORD_TAG = 0x2545F4914F6CDD1D
-NATIVE_ABI = 3
+NATIVE_ABI = 4
 """What ``aigc_ngram_abi()`` of a compatible compiled look-up returns (native/ngram.c)."""
 
 
@@ -205,12 +206,8 @@ class _NativeTables(ctypes.Structure):
         ("multiplier", ctypes.c_uint64),
         ("tags", ctypes.c_void_p),
         ("word_tag", ctypes.c_uint64),
-        ("keys0", ctypes.c_void_p),
-        ("index0", ctypes.c_void_p),
-        ("keys1", ctypes.c_void_p),
-        ("index1", ctypes.c_void_p),
+        ("slots", ctypes.c_void_p),
         ("mask", ctypes.c_uint64),
-        ("weights", ctypes.c_void_p),
     ]
 
 
@@ -227,9 +224,10 @@ class _Features:
     """What the compiled pass reports about one text."""
 
     total: float  # summed weights of the known feature occurrences
-    hits: Any  # their vocabulary indices (numpy int64 array)
     words: int
     language: str
+    out: array[int]  # the compiled pass's output: the occurrences' table slots from out[4]
+    found: int  # how many there are
 
 
 class _VectorTables:
@@ -273,6 +271,13 @@ class _VectorTables:
         # The first step of every n-gram's hash, key included: key * multiplier + tag of order 1.
         self.first = np.uint64((self.key * _HASH_MULTIPLIER + _ORDER_TAGS[1]) & _MASK64)
         self.tag_array = np.array(_ORDER_TAGS, dtype=np.uint64)  # read in place by the compiled pass
+        # For the compiled pass: both tables as one array of (hash, weight) slots, so a probe that
+        # finds a feature reads one cache line, and the slots' vocabulary indices apart.
+        self.slots = np.zeros((2 * size, 2), dtype=np.uint64)
+        self.slot_index = np.concatenate(self.index)
+        self.slots[:, 0] = np.concatenate(self.keys)
+        known = self.slot_index >= 0
+        self.slots[known, 1] = self.weights[self.slot_index[known]].view(np.uint64)
         # The arrays' addresses, once: the compiled pass reads them in place.
         self._native_tables = _NativeTables(
             MAX_CHAR_ORDER,
@@ -280,13 +285,10 @@ class _VectorTables:
             _HASH_MULTIPLIER,
             self.tag_array.ctypes.data,
             _WORD_TAG,
-            self.keys[0].ctypes.data,
-            self.index[0].ctypes.data,
-            self.keys[1].ctypes.data,
-            self.index[1].ctypes.data,
+            self.slots.ctypes.data,
             self.mask,
-            self.weights.ctypes.data,
         )
+        self.slot_index_address = self.slot_index.ctypes.data
         self._native_ref = ctypes.byref(self._native_tables)
         self.native = native
 
@@ -305,12 +307,18 @@ class _VectorTables:
         """Every known feature occurrence of ``text`` (n-grams, words, pairs) in one compiled pass."""
         data = text.encode("utf-32-le", "surrogatepass")
         length = len(data) // 4
-        out = self.np.empty(4 + (MAX_CHAR_ORDER + 2) * length, dtype=self.np.int64)
+        out = array("q", bytes(8 * (4 + (MAX_CHAR_ORDER + 2) * length)))
         assert self.native is not None
-        total = self.native.classify(self._native_ref, data, length, out.ctypes.data)
-        found, words, non_ascii, cjk = out[:4].tolist()
+        total = self.native.classify(self._native_ref, data, length, out.buffer_info()[0])
+        found, words, non_ascii, cjk = out[:4]
         language = "zh" if cjk and non_ascii >= words else "en"
-        return _Features(total, out[4 : 4 + found], words, language)
+        return _Features(total, words, language, out, found)
+
+    def indices(self, features: _Features) -> npt.NDArray[Any]:
+        """The vocabulary indices of the occurrences the compiled pass found."""
+        np = self.np
+        slots = np.frombuffer(features.out, dtype=np.int64, count=features.found, offset=32)
+        return self.slot_index[slots]
 
     def char_indices(self, text: str) -> npt.NDArray[Any]:
         """Vocabulary indices of every character n-gram occurrence in ``text`` that the model knows."""
@@ -375,7 +383,9 @@ class SafetyClassifier:
 
     __slots__ = (
         "_bias",
+        "_category_address",
         "_category_bias",
+        "_category_bias_address",
         "_category_bias_vector",
         "_category_matrix",
         "_category_rows",
@@ -464,6 +474,8 @@ class SafetyClassifier:
                     matrix[feature_index, category_index] = weight
             self._category_matrix = matrix
             self._category_bias_vector = numpy.array(self._category_bias, dtype=numpy.float64)
+            self._category_address = matrix.ctypes.data
+            self._category_bias_address = self._category_bias_vector.ctypes.data
             if native is not None and not self._native_agrees():
                 log.warning(
                     "safety classifier: %s finds other features than Python (stale build?); "
@@ -550,7 +562,7 @@ class SafetyClassifier:
         found = self._vector.features(sample)
         weights = self._vector.weights
         return bool(
-            sorted(found.hits.tolist()) == sorted(expected)
+            sorted(self._vector.indices(found).tolist()) == sorted(expected)
             and abs(found.total - float(weights[expected].sum())) < 1e-9
             and found.words == len(words)
             and found.language == _language(sample, len(words))
@@ -568,15 +580,16 @@ class SafetyClassifier:
             if not self.categories or unsafe < self.category_min_score:
                 return ClassifierScore(unsafe, "")
             best = vector.native.category(
-                self._category_matrix.ctypes.data,
+                self._category_address,
                 len(self.categories),
-                self._category_bias_vector.ctypes.data,
+                self._category_bias_address,
                 scale,
-                found.hits.ctypes.data,
-                len(found.hits),
+                found.out.buffer_info()[0] + 32,
+                found.found,
+                vector.slot_index_address,
             )
             if best < 0:  # more categories than the compiled head takes
-                return ClassifierScore(unsafe, self._category_of(found.hits, [], scale))
+                return ClassifierScore(unsafe, self._category_of(vector.indices(found), [], scale))
             return ClassifierScore(unsafe, self.categories[best])
         words = _WORD.findall(text)
         pairs = _word_pairs(words)
@@ -645,8 +658,9 @@ def _native_library() -> _Native | None:
         ctypes.c_int64,
         ctypes.c_void_p,  # bias per category
         ctypes.c_double,
-        ctypes.c_void_p,  # feature indices
+        ctypes.c_void_p,  # the found features' table slots
         ctypes.c_int64,
+        ctypes.c_void_p,  # slot -> vocabulary index
     ]
     return _Native(classify, category)
 

@@ -27,7 +27,14 @@ static inline uint64_t mix(uint64_t z) {
 }
 
 /* The interface version; the Python side refuses a library that returns another number. */
-int64_t aigc_ngram_abi(void) { return 3; }
+int64_t aigc_ngram_abi(void) { return 4; }
+
+/* A slot of the two cuckoo tables: a feature's hash and weight side by side, so a probe that
+ * finds it costs one cache line (key 0: empty). */
+struct aigc_slot {
+    uint64_t key;
+    double weight;
+};
 
 /* Built once per loaded model by the Python side (ctypes mirror: _NativeTables). */
 struct aigc_tables {
@@ -36,18 +43,15 @@ struct aigc_tables {
     uint64_t multiplier;
     const uint64_t *tags; /* tags[1..max_order] */
     uint64_t word_tag;
-    const uint64_t *keys0;
-    const int64_t *index0; /* -1: empty slot */
-    const uint64_t *keys1;
-    const int64_t *index1;
-    uint64_t mask; /* slots per table - 1 */
-    const double *weights;
+    const struct aigc_slot *slots; /* table 0 in [0, mask], table 1 in [mask + 1, 2 * mask + 1] */
+    uint64_t mask;                 /* slots per table - 1 */
 };
 
+/* The slot holding hash z, or -1. */
 static inline int64_t lookup(const struct aigc_tables *t, uint64_t z) {
-    uint64_t s1 = z & t->mask, s2 = (z >> 32) & t->mask;
-    if (t->keys0[s1] == z) return t->index0[s1];
-    if (t->keys1[s2] == z) return t->index1[s2];
+    uint64_t s1 = z & t->mask, s2 = t->mask + 1 + ((z >> 32) & t->mask);
+    if (t->slots[s1].key == z) return (int64_t)s1;
+    if (t->slots[s2].key == z) return (int64_t)s2;
     return -1;
 }
 
@@ -60,8 +64,9 @@ static inline int is_cjk(uint32_t c) {
 
 /* codes: the text's code points (n of them). out: room for 4 + max_order * n + 2 * n values.
  * Writes out[0] = features found, out[1] = words, out[2] = non-ASCII code points, out[3] = 1 when
- * a CJK code point occurs, and the found features' vocabulary indices from out[4] (character
- * n-grams first, then words and pairs in text order). Returns the sum of their weights. */
+ * a CJK code point occurs, and the found features' slots from out[4] (character n-grams first,
+ * then words and pairs in text order; slot_index maps them to vocabulary indices). Returns the
+ * sum of their weights. */
 double aigc_classify(const struct aigc_tables *t, const uint32_t *codes, int64_t n, int64_t *out) {
     double sum = 0.0;
     int64_t *found = out + 4;
@@ -75,10 +80,10 @@ double aigc_classify(const struct aigc_tables *t, const uint32_t *codes, int64_t
         uint64_t h = t->key;
         for (int64_t order = 1; order <= t->max_order && i + order <= n; order++) {
             h = mix(h * t->multiplier + (uint64_t)codes[i + order - 1] + t->tags[order]);
-            int64_t index = lookup(t, h);
-            if (index >= 0) {
-                sum += t->weights[index];
-                *found++ = index;
+            int64_t slot = lookup(t, h);
+            if (slot >= 0) {
+                sum += t->slots[slot].weight;
+                *found++ = slot;
             }
         }
     }
@@ -102,16 +107,16 @@ double aigc_classify(const struct aigc_tables *t, const uint32_t *codes, int64_t
             h = mix(h * t->multiplier + (uint64_t)codes[j] + t->word_tag);
             if (words > 0) pair = mix(pair * t->multiplier + (uint64_t)codes[j] + t->word_tag);
         }
-        int64_t index = lookup(t, h);
-        if (index >= 0) {
-            sum += t->weights[index];
-            *found++ = index;
+        int64_t slot = lookup(t, h);
+        if (slot >= 0) {
+            sum += t->slots[slot].weight;
+            *found++ = slot;
         }
         if (words > 0) {
-            index = lookup(t, pair);
-            if (index >= 0) {
-                sum += t->weights[index];
-                *found++ = index;
+            slot = lookup(t, pair);
+            if (slot >= 0) {
+                sum += t->slots[slot].weight;
+                *found++ = slot;
             }
         }
         previous = h;
@@ -125,14 +130,15 @@ double aigc_classify(const struct aigc_tables *t, const uint32_t *codes, int64_t
     return sum;
 }
 
-/* The category head: arg-max over categories of bias[c] + scale * sum of matrix[id][c] over the
- * ids (row-major, ncat columns; ncat <= 256), the first on a tie. */
-int64_t aigc_category(const double *matrix, int64_t ncat, const double *bias, double scale, const int64_t *ids,
-                      int64_t count) {
+/* The category head: arg-max over categories of bias[c] + scale * sum of matrix[i][c] over the
+ * vocabulary indices i = slot_index[slots[k]] of the found features (row-major, ncat columns;
+ * ncat <= 256), the first on a tie. */
+int64_t aigc_category(const double *matrix, int64_t ncat, const double *bias, double scale, const int64_t *slots,
+                      int64_t count, const int64_t *slot_index) {
     double sums[256] = {0.0};
     if (ncat <= 0 || ncat > 256) return -1;
     for (int64_t k = 0; k < count; k++) {
-        const double *row = matrix + ids[k] * ncat;
+        const double *row = matrix + slot_index[slots[k]] * ncat;
         for (int64_t c = 0; c < ncat; c++) sums[c] += row[c];
     }
     int64_t best = 0;
