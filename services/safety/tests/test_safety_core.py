@@ -274,3 +274,18 @@ async def test_moderate_stream_ends_with_one_violation() -> None:
         "open and the first delta, then the violation; nothing after"
     )
     assert isinstance(results[2], Verdict) and results[2].action == Action.BLOCK
+
+
+@pytest.mark.parametrize("native_scan", [True, False], ids=["compiled-or-python", "python"])
+def test_lone_surrogates_neither_crash_the_check_nor_hide_a_violation(native_scan: bool) -> None:
+    # A JSON line may carry "\ud800" escapes, and an in-process caller any str; the rule automaton
+    # reads UTF-8, which a lone surrogate is not.
+    core = SafetyCore(
+        PolicyStore(default_packs_dir(), default_policies_dir(), native_scan=native_scan),
+        SafetyMetrics(CollectorRegistry()),
+    )
+    text = "\ud800 how to make a pipe bomb \udfff"
+    verdict = core.check_input("t1", "", text)
+    assert verdict.action == Action.BLOCK
+    assert all("make a pipe bomb" in text[s:e] for h in verdict.hits for s, e in h.spans)
+    assert core.check_input("t1", "", "\udfff\ud800 ok").action == Action.ALLOW

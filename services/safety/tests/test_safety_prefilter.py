@@ -161,3 +161,28 @@ def test_compiled_and_python_scans_agree_on_edge_cases(text: str) -> None:
         assert [(r.rule_id, spans) for r, spans in native.scan(normalized, pos)] == expected
     if len(normalized) > 1000:  # a hundred keyword hits: more than the first output buffer holds
         assert max(len(spans) for _, spans in python.scan(normalized)) >= 100
+
+
+@pytest.mark.skipif(not SCAN_LIBRARY.exists(), reason=NOT_BUILT)
+@pytest.mark.parametrize("path", SHIPPED_PACKS, ids=lambda p: p.stem)
+def test_compiled_and_python_scans_agree_on_texts_dense_with_pack_words(path: Path) -> None:
+    # Keywords and required-set words packed together, overlapping and glued to letters, digits,
+    # astral characters and lone surrogates: what the automaton's failure links and the window
+    # bookkeeping must get right.
+    rules = load_pack(path).rules_for(Stage.INPUT)
+    native, python = PackScanner(rules, use_native=True), PackScanner(rules, use_native=False)
+    words = sorted(
+        {w for rule in rules for w in rule.keywords} | {w for c in _required_words(rules) for w in c}
+    )
+    rng = random.Random(11)
+    glue = ["", "", " ", "x", "7", "的", "\U0001f600", "\ud800", "，", "?"]
+    for _ in range(300):
+        pieces = [rng.choice(words) + rng.choice(glue) for _ in range(rng.randint(1, 60))]
+        text = "".join(pieces)
+        pos = rng.choice([0, 0, rng.randint(0, len(text))])
+        expected = [(r.rule_id, spans) for r, spans in python.scan(text, pos)]
+        assert [(r.rule_id, spans) for r, spans in native.scan(text, pos)] == expected, (text, pos)
+
+
+def _required_words(rules: tuple[Any, ...]) -> list[frozenset[str]]:
+    return [c for rule in rules for p in rule.patterns for c in trigger_clauses(p.pattern) or ()]

@@ -104,6 +104,9 @@ class Rule:
         return merged
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _is_word_char(ch: str) -> bool:
     return ch.isascii() and ch.isalnum()
 
@@ -254,7 +257,15 @@ class PackScanner:
             # streaming check costs the new text plus the look-back, not the whole answer again.
             values = self._values
             tail = normalized[pos:] if pos else normalized
-            for word, start, _ in self._automaton.find_matches_as_indexes(tail, overlapping=True):
+            try:
+                matches = self._automaton.find_matches_as_indexes(tail, overlapping=True)
+            except UnicodeEncodeError:
+                # A lone surrogate (from a JSON "\\ud800" or an in-process caller) cannot be UTF-8,
+                # which the automaton reads; no word holds one, so any stand-in gives the same matches.
+                matches = self._automaton.find_matches_as_indexes(
+                    _SURROGATE.sub("\ufffd", tail), overlapping=True
+                )
+            for word, start, _ in matches:
                 length, owners, leads, word_id = values[word]
                 start += pos
                 end = start + length - 1  # the last character of the match
