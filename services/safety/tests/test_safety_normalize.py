@@ -2,7 +2,28 @@
 
 from __future__ import annotations
 
-from aigc_safety.normalize import StreamNormalizer, normalize
+from typing import Any
+
+import pytest
+
+from aigc_safety import normalize as normalize_module
+from aigc_safety.normalize import FOLD_LIBRARY, StreamNormalizer, normalize
+
+NOT_BUILT = "scripts/build-native.sh has not been run here: text is folded with numpy"
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("native", marks=pytest.mark.skipif(not FOLD_LIBRARY.exists(), reason=NOT_BUILT)),
+        "numpy",
+    ]
+)
+def fold_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs a test with the compiled fold and again without it (numpy for long texts)."""
+    if request.param == "numpy":
+        monkeypatch.setattr(normalize_module, "_native_fold", lambda: None)
+    assert normalize_module.folding_path() == request.param
+    return str(request.param)
 
 
 def test_full_width_and_case_fold_to_ascii() -> None:
@@ -50,7 +71,7 @@ def test_streaming_equals_whole_text() -> None:
     assert stream.result() == whole
 
 
-def test_fast_batch_normalisation_equals_the_streaming_one_on_random_text() -> None:
+def test_fast_batch_normalisation_equals_the_streaming_one_on_random_text(fold_path: str) -> None:
     # normalize() takes a str.translate fast path; the stream normaliser is the reference. Random
     # mixes of every awkward class of character must come out identical, index map included.
     import random
@@ -76,7 +97,7 @@ def test_fast_batch_normalisation_equals_the_streaming_one_on_random_text() -> N
         assert list(fast.offsets) == list(reference.result().offsets), repr(text)
 
 
-def test_the_vectorised_fold_learns_new_characters_from_many_threads_at_once() -> None:
+def test_the_vectorised_fold_learns_new_characters_from_many_threads_at_once(fold_path: str) -> None:
     # The fold arrays fill in on first sight of a code point; threads checking at the same time
     # must never see a length before its output is in place.
     import threading
@@ -103,3 +124,27 @@ def test_the_vectorised_fold_learns_new_characters_from_many_threads_at_once() -
     for thread in threads:
         thread.join()
     assert [results[k] for k in range(len(texts))] == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["\ufdfa" * 40, "x\ufdfa y", "\ud800制 作\udfff", "ﬁ" * 300 + " 制作", "\u200b" * 50, "  制  "],
+    ids=["long-forms", "one-long-form", "lone-surrogates", "ligatures", "all-dropped", "spaces-around-cjk"],
+)
+def test_every_fold_path_gives_the_stream_result_on_awkward_text(fold_path: str, text: Any) -> None:
+    # U+FDFA folds to 18 characters: more than the compiled fold's first output buffer holds.
+    reference = StreamNormalizer()
+    reference.feed(text)
+    assert normalize(text) == reference.result()
+
+
+def test_the_compiled_fold_can_be_turned_off_for_the_process() -> None:
+    text = "Ｈｅｌｌｏ 制 作\u200b炸弹"
+    before = normalize(text)
+    normalize_module.use_native_fold(False)
+    try:
+        assert normalize_module.folding_path() == "numpy"
+        assert normalize(text) == before
+    finally:
+        normalize_module.use_native_fold(True)
+    assert normalize_module.folding_path() == ("native" if FOLD_LIBRARY.exists() else "numpy")

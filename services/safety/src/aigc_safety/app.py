@@ -16,6 +16,7 @@ from aigc_safety.audit import AuditSink, LogAuditSink
 from aigc_safety.classifier import SafetyClassifier
 from aigc_safety.core import SafetyCore
 from aigc_safety.metrics import SafetyMetrics
+from aigc_safety.normalize import folding_path, use_native_fold
 from aigc_safety.policy import PolicyStore
 from aigc_safety.servicer import binding
 from aigc_safety.settings import SafetySettings
@@ -27,10 +28,11 @@ async def build_core(
     settings: SafetySettings, runtime: ProcessRuntime, audit: AuditSink | None = None
 ) -> SafetyCore:
     """Loads packs, policies and the classifier; a broken file fails start-up naming file and field."""
+    use_native_fold(settings.fold_native)
     store = await asyncio.to_thread(
         PolicyStore, settings.packs_dir, settings.policies_dir, native_scan=settings.scanner_native
     )
-    log.info("safety policies loaded (%s rule scan)", store.scanning_path)
+    log.info("safety policies loaded (%s rule scan, %s fold)", store.scanning_path, folding_path())
     classifier = (
         await asyncio.to_thread(
             SafetyClassifier.load, settings.classifier_path, use_native=settings.classifier_native

@@ -18,7 +18,7 @@ from aigc_common.errors import FailedPrecondition, InvalidArgument
 from aigc_safety import pii
 from aigc_safety.audit import AuditRecord, AuditSink, LogAuditSink
 from aigc_safety.metrics import SafetyMetrics
-from aigc_safety.normalize import NormalizedText, StreamNormalizer, normalize
+from aigc_safety.normalize import NormalizedText, StreamNormalizer, folding_path, normalize
 from aigc_safety.normalize import warm_up as normalize_warm_up
 from aigc_safety.policy import Policy, PolicyStore
 from aigc_safety.types import (
@@ -251,9 +251,9 @@ class SafetyCore:
 
     @property
     def scoring_paths(self) -> str:
-        """Which compiled helpers run, e.g. ``rule scan native, classifier native``."""
+        """Which compiled helpers run, e.g. ``fold native, rule scan native, classifier native``."""
         classifier = self._classifier.scoring_path if self._classifier else "off"
-        return f"rule scan {self._store.scanning_path}, classifier {classifier}"
+        return f"fold {folding_path()}, rule scan {self._store.scanning_path}, classifier {classifier}"
 
     @property
     def classifier_version(self) -> str:

@@ -209,11 +209,13 @@ def run(dataset: Path, policy: str = "", output_format: str = "text") -> int:
     from aigc_safety.classifier import SafetyClassifier
     from aigc_safety.core import SafetyCore
     from aigc_safety.metrics import SafetyMetrics
+    from aigc_safety.normalize import use_native_fold
     from aigc_safety.policy import PolicyStore
     from aigc_safety.settings import SafetySettings
 
     try:
         settings = load_settings(SafetySettings)
+        use_native_fold(settings.fold_native)
         core = SafetyCore(
             PolicyStore(settings.packs_dir, settings.policies_dir, native_scan=settings.scanner_native),
             SafetyMetrics(CollectorRegistry()),

@@ -12,12 +12,17 @@ The normalisation is character by character, so it also works incrementally on a
 
 from __future__ import annotations
 
+import ctypes
 import re
 import threading
 import unicodedata
+from array import array
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import cache, lru_cache
+from pathlib import Path
 from typing import Any
+
+from aigc_safety.native_library import load_native
 
 try:
     import numpy as _np
@@ -121,7 +126,7 @@ class NormalizedText:
                     normalizer.feed(self._original)
                     self._offsets = normalizer.view().offsets
                     return self._offsets
-                source = _vector_fold(self._original)[1]
+                source = _fold_with_map(self._original)[1]
             self._offsets = source.tolist()
         return self._offsets
 
@@ -179,6 +184,8 @@ class _FoldArrays:
         for low, high in _CJK_RANGES:
             self.cjk[low : high + 1] = True
         self._lock = threading.Lock()
+        # For the compiled fold: the addresses of the arrays that never move (flat grows).
+        self.addresses = (self.lengths.ctypes.data, self.starts.ctypes.data, self.cjk.ctypes.data)
 
     def lengths_of(self, codes: Any) -> Any:
         lengths = self.lengths[codes]
@@ -204,6 +211,77 @@ class _FoldArrays:
 
 
 _fold_arrays: _FoldArrays | None = None
+
+FOLD_LIBRARY = Path(__file__).resolve().parent / "native" / "libaigc_fold.so"
+"""The compiled fold, built by ``scripts/build-native.sh``; optional."""
+
+
+def _native_fold() -> Any:
+    """The compiled fold (native/fold.c), or None when it is off, not built or numpy is missing."""
+    return _load_fold() if _fold_enabled else None
+
+
+@cache
+def _load_fold() -> Any:
+    if _np is None:
+        return None
+    functions = load_native(
+        FOLD_LIBRARY, "aigc_fold_abi", 1, ["aigc_fold"], "normaliser", "folding with numpy"
+    )
+    if functions is None:
+        return None
+    (fold,) = functions
+    fold.restype = ctypes.c_int64
+    fold.argtypes = [
+        ctypes.c_char_p,  # code points, UTF-32-LE
+        ctypes.c_int64,
+        *[ctypes.c_void_p] * 3,  # lengths, starts, flat
+        ctypes.c_int64,
+        *[ctypes.c_void_p] * 3,  # cjk, out, source
+        ctypes.c_int64,
+    ]
+    return fold
+
+
+_fold_enabled = True
+
+
+def use_native_fold(enabled: bool) -> None:
+    """Turns the compiled fold on or off for the whole process (setting ``fold_native``)."""
+    global _fold_enabled
+    _fold_enabled = enabled
+
+
+def folding_path() -> str:
+    """How texts that are not pure ASCII are folded: ``native``, ``numpy`` (from
+    :data:`VECTOR_FOLD_MIN_CHARS` characters) or ``python``; all give the same result."""
+    return "native" if _native_fold() is not None else ("numpy" if _np is not None else "python")
+
+
+def _fold_with_map(original: str) -> tuple[str, Any]:
+    """``normalize(original).text`` and its index map, compiled when built, else with numpy."""
+    fold = _native_fold()
+    if fold is None:
+        return _vector_fold(original)
+    global _fold_arrays
+    if _fold_arrays is None:
+        _fold_arrays = _FoldArrays()
+    arrays = _fold_arrays
+    data = original.encode("utf-32-le", "surrogatepass")
+    n = len(data) // 4
+    capacity = 2 * n + 16
+    lengths, starts, cjk = arrays.addresses
+    while True:
+        flat = arrays.flat  # held for the call: a concurrent fill may replace it
+        out, source = array("I", bytes(4 * capacity)), array("i", bytes(4 * capacity))
+        count = fold(data, n, lengths, starts, flat.ctypes.data, len(flat), cjk, out.buffer_info()[0],
+                     source.buffer_info()[0], capacity)  # fmt: skip
+        if count >= 0:
+            return str(memoryview(out)[:count], "utf-32-le", "surrogatepass"), source[:count]
+        if count == -2:  # forms longer than two characters each: room for the longest there is
+            capacity = 18 * n + 16
+        else:  # a code point seen for the first time: fill the tables, as numpy would
+            arrays.lengths_of(_np.frombuffer(data, dtype=_np.uint32))
 
 
 def _vector_fold(original: str) -> tuple[str, Any]:
@@ -324,17 +402,22 @@ def warm_up() -> None:
     sample = "".join(chr(cp) for low, high in _COMMON_RANGES for cp in range(low, high))
     sample.translate(_FOLD_TABLE)
     if _np is not None:
-        _vector_fold(sample)
+        _fold_with_map(sample)
 
 
 def normalize(text: str) -> NormalizedText:
     """Normalises ``text`` for rule matching: NFKC width folding, case folding, accents, zero-width
     and control characters removed, look-alikes mapped, whitespace collapsed, index map kept.
 
-    Equal to feeding ``text`` to a :class:`StreamNormalizer` (a test holds them equal), but done with
-    ``str.translate`` and two regular expressions, several times faster on long inputs."""
-    if _np is not None and len(text) >= VECTOR_FOLD_MIN_CHARS and not text.isascii():
-        folded, source = _vector_fold(text)
-        return NormalizedText(folded, original=text, source=source)
+    Equal to feeding ``text`` to a :class:`StreamNormalizer` (tests hold them equal), but done in
+    one compiled pass for text that is not pure ASCII (``native/fold.c``; without it numpy for long
+    texts) and with ``str.translate`` and two regular expressions for the rest."""
+    if not text.isascii():
+        if _native_fold() is not None:
+            folded, source = _fold_with_map(text)
+            return NormalizedText(folded, original=text, source=source)
+        if _np is not None and len(text) >= VECTOR_FOLD_MIN_CHARS:
+            folded, source = _vector_fold(text)
+            return NormalizedText(folded, original=text, source=source)
     folded = _SPACE_RUNS.sub(" ", text.translate(_FOLD_TABLE)).strip(" ")
     return NormalizedText(_SPACE_NEXT_TO_CJK.sub("", folded), original=text)

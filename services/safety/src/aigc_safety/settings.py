@@ -59,6 +59,12 @@ class SafetySettings(ServiceSettings):
         description="Run the rule scan's automaton pass compiled when scripts/build-native.sh has "
         "built it (same hits as Python, about 2x faster); false scans in Python.",
     )
+    fold_native: bool = Field(
+        True,
+        description="Normalise text that is not pure ASCII with the compiled fold when "
+        "scripts/build-native.sh has built it (same text and index map); false uses numpy and "
+        "str.translate. Applies to the whole process.",
+    )
     holdback_chars: int = Field(
         16,
         ge=0,
