@@ -123,6 +123,19 @@ def test_clearly_benign_text_gets_no_category(classifier: SafetyClassifier) -> N
     assert score.category == ""
 
 
+@pytest.mark.parametrize("path", ["default", "numpy", "python"])
+def test_a_caller_flagging_at_a_threshold_gets_no_category_below_it(
+    classifier: SafetyClassifier, numpy_only: SafetyClassifier, pure_python: SafetyClassifier, path: str
+) -> None:
+    model = {"default": classifier, "numpy": numpy_only, "python": pure_python}[path]
+    category, text = CATEGORIES[0]
+    normalized = normalize(text).text
+    named = model.score(normalized)
+    assert named.category == category and named.unsafe < 0.9999
+    unnamed = model.score(normalized, category_from=0.9999)
+    assert unnamed.unsafe == named.unsafe and unnamed.category == ""
+
+
 def test_shipped_artifact_is_versioned_small_and_sane(classifier: SafetyClassifier) -> None:
     assert default_artifact_path().stat().st_size < ARTIFACT_BUDGET_BYTES
     assert re.fullmatch(r"ngram-lr-1\+[0-9a-f]{12}", classifier.version)

@@ -193,7 +193,8 @@ class ClassifierScore:
     """Probability-like score in [0, 1]; flag the text when it is >= the model's threshold."""
     category: str
     """Most likely unsafe category, one of :attr:`SafetyClassifier.categories`; "" when the model
-    has no category head or the score is below its ``category_min_score`` (clearly benign)."""
+    has no category head or the score is below its ``category_min_score`` (clearly benign) or
+    below the ``category_from`` the caller asked for."""
 
 
 class _NativeTables(ctypes.Structure):
@@ -568,16 +569,19 @@ class SafetyClassifier:
             and found.language == _language(sample, len(words))
         )
 
-    def score(self, normalized_text: str) -> ClassifierScore:
+    def score(self, normalized_text: str, *, category_from: float = 0.0) -> ClassifierScore:
         """Scores one text that the caller has already normalised with
-        :func:`aigc_safety.normalize.normalize`, as the training texts were."""
+        :func:`aigc_safety.normalize.normalize`, as the training texts were. The category is
+        named only for scores of at least ``category_from`` (and :attr:`category_min_score`): a
+        caller that flags at a threshold passes it and skips the head for texts it lets through."""
         text = normalized_text
+        category_at = max(self.category_min_score, category_from)
         vector = self._vector
         if vector is not None and vector.native is not None and len(text) >= NATIVE_MIN_CHARS:
             found = vector.features(text)
             scale = 1.0 / math.sqrt(_occurrences(len(text), found.words))
             unsafe = _sigmoid(self._bias + self._offsets[found.language] + scale * found.total)
-            if not self.categories or unsafe < self.category_min_score:
+            if not self.categories or unsafe < category_at:
                 return ClassifierScore(unsafe, "")
             best = vector.native.category(
                 self._category_address,
@@ -609,7 +613,7 @@ class SafetyClassifier:
         total += sum(map(self._word_weight.get, chain(words, pairs), repeat(0.0)))
         scale = 1.0 / math.sqrt(occurrences)
         unsafe = _sigmoid(self._bias + self._offsets[_language(text, len(words))] + scale * total)
-        if not self.categories or unsafe < self.category_min_score:
+        if not self.categories or unsafe < category_at:
             return ClassifierScore(unsafe, "")
         # Only texts that may be flagged get this far, so the second pass is off the common path.
         if grams is not None:

@@ -294,8 +294,8 @@ class SafetyCore:
         spec = chosen.spec.classifier
         # The classifier catches paraphrases the rules miss; when a rule already blocks it adds nothing.
         if self._classifier is not None and spec.enabled and not any(a == Action.BLOCK for a, _ in found):
-            scored = self._classifier.score(normalized.text)
             threshold = spec.threshold if spec.threshold is not None else self._classifier.threshold
+            scored = self._classifier.score(normalized.text, category_from=threshold)
             if scored.unsafe >= threshold:
                 action = chosen.action_for(scored.category, Action(spec.action))
                 if action is not None:
