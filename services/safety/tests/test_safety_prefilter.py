@@ -14,7 +14,7 @@ import pytest
 from aigc_safety.normalize import normalize
 from aigc_safety.policy import default_packs_dir
 from aigc_safety.prefilter import trigger_clauses, triggers
-from aigc_safety.rules import SCAN_LIBRARY, PackScanner, load_pack
+from aigc_safety.rules import PATTERN_LOOKBACK_CHARS, SCAN_LIBRARY, PackScanner, _reach, load_pack
 from aigc_safety.types import Stage
 
 from .test_rule_pack_categories import BENIGN, EVASIONS, UNSAFE
@@ -186,3 +186,17 @@ def test_compiled_and_python_scans_agree_on_texts_dense_with_pack_words(path: Pa
 
 def _required_words(rules: tuple[Any, ...]) -> list[frozenset[str]]:
     return [c for rule in rules for p in rule.patterns for c in trigger_clauses(p.pattern) or ()]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "reach"),
+    [
+        (r"how to make a bomb", 1),  # room for \b and $ only
+        (r"(?<![a-z])bomb(?![a-z])", 2),
+        (r"制作炸弹(?!罪|案|的(?:嫌疑|罪))", 4),
+        (r"bomb(?=\s+now)", PATTERN_LOOKBACK_CHARS),  # unbounded look-ahead: the pack's look-back
+        (r"(?<=a(?=b))c", PATTERN_LOOKBACK_CHARS),  # nested: not followed, the look-back
+    ],
+)
+def test_windows_reach_as_far_past_a_match_as_its_look_aheads_read(pattern: str, reach: int) -> None:
+    assert _reach(re.compile(pattern, re.IGNORECASE)) == reach

@@ -12,6 +12,8 @@ import ctypes
 import functools
 import logging
 import re
+import re._constants as sre
+import re._parser as sre_parse
 from array import array
 from collections import deque
 from collections.abc import Sequence
@@ -49,7 +51,7 @@ PATTERN_LOOKBACK_CHARS = 256
 
 SCAN_LIBRARY = Path(__file__).resolve().parent / "native" / "libaigc_scan.so"
 """The scanner's compiled automaton pass, built by ``scripts/build-native.sh``; optional."""
-SCAN_ABI = 3
+SCAN_ABI = 4
 """What ``aigc_scan_abi()`` of a compatible build returns (native/scan.c)."""
 # The struct aigc_automaton arrays after the edge table, in their C order.
 _AUTOMATON_ARRAYS = (
@@ -66,6 +68,7 @@ _AUTOMATON_ARRAYS = (
     "also_start",
     "also_clause",
     "width",
+    "reach",
 )
 
 
@@ -138,6 +141,7 @@ class PackScanner:
         clause_ids: dict[frozenset[str], int] = {}
         self._patterns: list[tuple[int, re.Pattern[str]]] = []
         self._widths: list[int | None] = []
+        self._reaches: list[int] = []  # pattern id -> how far past a match it may read
         self._also: list[tuple[int, ...]] = []  # pattern id -> its other required sets
         self._led_by: dict[int, list[int]] = {}  # required set -> patterns it marks where to search
         always: list[int] = []
@@ -151,6 +155,7 @@ class PackScanner:
                 pattern_id = len(self._patterns)
                 self._patterns.append((index, pattern))
                 self._widths.append(_max_width(pattern))
+                self._reaches.append(_reach(pattern))
                 ids = [
                     clause_ids.setdefault(c, len(clause_ids)) for c in trigger_clauses(pattern.pattern) or ()
                 ]
@@ -207,6 +212,7 @@ class PackScanner:
                 [self._led_by.get(c, ()) for c in range(len(clause_ids))],
                 self._also,
                 self._widths,
+                self._reaches,
             )
 
     @property
@@ -302,10 +308,50 @@ class PackScanner:
                 if width is None or at is None:
                     spans = [m.span() for m in pattern.finditer(normalized, pos)]
                 else:
-                    spans = _search_near(pattern, normalized, pos, width, at, also)
+                    spans = _search_near(pattern, normalized, pos, width, at, also, self._reaches[pattern_id])
                 if spans:
                     found.setdefault(index, []).extend(spans)
         return [(self.rules[i], _merged(spans)) for i, spans in sorted(found.items())]
+
+
+@functools.lru_cache(maxsize=4096)  # one analysis per pattern, however many scanners use it
+def _reach(pattern: re.Pattern[str]) -> int:
+    """How far past the end of a match the pattern may read: its widest look-ahead, plus one for
+    ``\\b`` and ``$``; the pack's look-back when that is unbounded, nested or unknown. A window
+    searched for the pattern extends this far past the furthest possible match end."""
+    try:
+        tree = parsed(pattern.pattern, pattern.flags)
+        reach = _lookahead_width(tree.data, inside=False)
+    except (re.error, OverflowError, RecursionError):
+        return PATTERN_LOOKBACK_CHARS
+    return min(PATTERN_LOOKBACK_CHARS, reach + 1)
+
+
+def _lookahead_width(items: Any, *, inside: bool) -> int:
+    """The widest look-ahead among parsed ``items`` (any depth); the cap for one inside another
+    assertion, where widths add up in ways this does not follow."""
+    widest = 0
+    for op, value in items:
+        if op in (sre.ASSERT, sre.ASSERT_NOT):
+            direction, sub = value
+            if inside:
+                return PATTERN_LOOKBACK_CHARS
+            if direction == 1:
+                widest = max(widest, min(PATTERN_LOOKBACK_CHARS, int(sub.getwidth()[1])))
+            widest = max(widest, _lookahead_width(sub.data, inside=True))
+            continue
+        for sub in _subpatterns(value):
+            widest = max(widest, _lookahead_width(sub.data, inside=inside))
+    return widest
+
+
+def _subpatterns(value: Any) -> list[Any]:
+    """The parsed subpatterns held in a node's value, however nested in tuples and lists."""
+    if isinstance(value, sre_parse.SubPattern):
+        return [value]
+    if isinstance(value, (tuple, list)):
+        return [sub for item in value for sub in _subpatterns(item)]
+    return []
 
 
 @functools.lru_cache(maxsize=4096)  # one analysis per pattern, however many scanners use it
@@ -325,20 +371,21 @@ def _search_near(
     width: int,
     triggers_at: list[tuple[int, int]],
     also: Sequence[list[tuple[int, int]]] = (),
+    reach: int = PATTERN_LOOKBACK_CHARS,
 ) -> list[tuple[int, int]]:
     """Matches of a pattern of bounded ``width`` searched only around its trigger occurrences.
 
     Every match contains a trigger, so it lies within ``width`` characters of one; searching those
     windows instead of the whole text is what keeps a 2,000-character check fast when a common
-    word triggers a long pattern. A window is cut a look-back past the furthest possible match end
-    (room for look-aheads) and every match found in a cut window is confirmed on the whole text, so
-    the cut never invents a match. A window that does not hold an occurrence of each of the
+    word triggers a long pattern. A window is cut ``reach`` past the furthest possible match end
+    (room for the pattern's look-aheads, :func:`_reach`) and every match found in a cut window is
+    confirmed on the whole text, so the cut never invents a match. A window that does not hold an occurrence of each of the
     pattern's other required sets (``also``: where their words occur) cannot hold a match either.
     """
     n = len(text)
     windows: list[list[int]] = []
     for start, end in sorted(triggers_at):
-        lo, hi = max(pos, end - width), min(n, start + width + PATTERN_LOOKBACK_CHARS)
+        lo, hi = max(pos, end - width), min(n, start + width + reach)
         if windows and lo <= windows[-1][1]:
             windows[-1][1] = max(windows[-1][1], hi)
         else:
@@ -395,7 +442,6 @@ class _NativeAutomaton(ctypes.Structure):
         *((name, ctypes.c_void_p) for name in _AUTOMATON_ARRAYS),
         ("n_clauses", ctypes.c_int64),
         ("n_patterns", ctypes.c_int64),
-        ("lookback", ctypes.c_int64),
     ]
 
 
@@ -412,6 +458,7 @@ class _NativeScan:
         led_by: Sequence[Sequence[int]],
         also: Sequence[Sequence[int]],
         widths: Sequence[int | None],
+        reaches: Sequence[int],
     ) -> None:
         self._library = library
         # Characters by class (1, 2, ...; 0: in no word): a character no word has costs one array
@@ -493,6 +540,7 @@ class _NativeScan:
         tables["led_start"], tables["led_pattern"] = csr(led_by)
         tables["also_start"], tables["also_clause"] = csr(also)
         tables["width"] = array("i", (-1 if w is None else w for w in widths))
+        tables["reach"] = array("i", reaches)
         self._tables = tables  # kept alive: the C side reads them in place
         self._automaton = _NativeAutomaton(
             _address(self._states),
@@ -506,7 +554,6 @@ class _NativeScan:
             *(_address(tables[name]) for name in _AUTOMATON_ARRAYS),
             len(led_by),
             len(also),
-            PATTERN_LOOKBACK_CHARS,
         )
         self._ref = ctypes.byref(self._automaton)
 

@@ -10,7 +10,7 @@
  *   - an occurrence of a word of another required set is noted for that set;
  *   - each pattern whose leading set occurred, and each of whose other sets occurred somewhere, is
  *     given the windows to search: around its leading set's occurrences, extended by the
- *     pattern's width and the look-back, merged, and kept only when they hold an occurrence of
+ *     pattern's width and how far past a match it may read (its look-aheads), merged, and kept only when they hold an occurrence of
  *     every other set (or the whole text, -1, for a pattern of unbounded width).
  *
  * Only the regular expressions stay in Python. Positions are code point indices, as in Python.
@@ -56,9 +56,9 @@ struct aigc_automaton {
     const int32_t *also_start;   /* per pattern: its other required sets */
     const int32_t *also_clause;
     const int32_t *width;        /* per pattern: longest match, -1 when unbounded */
+    const int32_t *reach;        /* per pattern: how far past a match's end it may read */
     int64_t n_clauses;
     int64_t n_patterns;
-    int64_t lookback;
 };
 
 static inline uint32_t class_of(const struct aigc_automaton *a, uint32_t code) {
@@ -177,7 +177,7 @@ static int occurs_within(const struct triples *t, int64_t first, int64_t count, 
     return 0;
 }
 
-int64_t aigc_scan_abi(void) { return 3; }
+int64_t aigc_scan_abi(void) { return 4; }
 
 /* codes: the text's code points from index `base` on (m of them); `total` is the whole text's
  * length, matches must start at or after `pos` (base = pos - 1 when pos > 0, so the left
@@ -263,7 +263,8 @@ int64_t aigc_scan(const struct aigc_automaton *a, const uint32_t *codes, int64_t
                 if (k < first + count) {
                     int64_t start = leads.v[3 * k + 1], end = leads.v[3 * k + 2];
                     next_lo = end - width > pos ? end - width : pos;
-                    next_hi = start + width + a->lookback < total ? start + width + a->lookback : total;
+                    int64_t far = start + width + a->reach[p];
+                    next_hi = far < total ? far : total;
                     if (lo >= 0 && next_lo <= hi) {
                         if (next_hi > hi) hi = next_hi;
                         continue;
