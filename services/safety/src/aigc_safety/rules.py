@@ -15,7 +15,6 @@ import re
 import re._constants as sre
 import re._parser as sre_parse
 from array import array
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +50,7 @@ PATTERN_LOOKBACK_CHARS = 256
 
 SCAN_LIBRARY = Path(__file__).resolve().parent / "native" / "libaigc_scan.so"
 """The scanner's compiled automaton pass, built by ``scripts/build-native.sh``; optional."""
-SCAN_ABI = 4
+SCAN_ABI = 5
 """What ``aigc_scan_abi()`` of a compatible build returns (native/scan.c)."""
 # The struct aigc_automaton arrays after the edge table, in their C order.
 _AUTOMATON_ARRAYS = (
@@ -452,7 +451,7 @@ class _NativeScan:
 
     def __init__(
         self,
-        library: Any,
+        library: _ScanLibrary,
         vocabulary: Sequence[str],
         roles: Sequence[tuple[Sequence[tuple[int, bool, bool]], Sequence[int], Sequence[int]]],
         led_by: Sequence[Sequence[int]],
@@ -473,53 +472,7 @@ class _NativeScan:
                 self._bmp_class[code] = cls
         self._astral = array("I", (c for c in alphabet if c >= 0x10000))
         self._astral_class = array("H", (classes[c] for c in self._astral))
-        # The trie: children per state, and the word ending at each state.
-        children: list[dict[int, int]] = [{}]
-        out_word = [-1]
-        for word_id, word in enumerate(vocabulary):
-            state = 0
-            for ch in word:
-                code = classes[ord(ch)]
-                following = children[state].get(code)
-                if following is None:
-                    following = len(children)
-                    children[state][code] = following
-                    children.append({})
-                    out_word.append(-1)
-                state = following
-            out_word[state] = word_id
-        # Failure links breadth first; each state's nearest proper suffix state that ends a word.
-        fail = [0] * len(children)
-        out_link = [-1] * len(children)
-        queue = deque(children[0].values())
-        while queue:
-            state = queue.popleft()
-            for code, child in children[state].items():
-                back = fail[state]
-                while back and code not in children[back]:
-                    back = fail[back]
-                target = children[back].get(code, 0) if state else 0
-                fail[child] = target
-                out_link[child] = target if out_word[target] >= 0 else out_link[target]
-                queue.append(child)
         self._root_next = array("i", bytes(4 * (len(alphabet) + 1)))
-        for cls, child in children[0].items():
-            self._root_next[cls] = child
-        # struct aigc_state per state (fail, out_word, out_link, n_children, child, cls); children
-        # of states with several in edge_class/edge_child, sorted by class.
-        self._states = array("i")
-        self._edge_class, self._edge_child = array("I"), array("i")
-        for state, kids in enumerate(children):
-            if len(kids) == 1:
-                ((cls, child),) = kids.items()
-                self._states.extend((fail[state], out_word[state], out_link[state], 1, child, cls))
-                continue
-            self._states.extend(
-                (fail[state], out_word[state], out_link[state], len(kids), len(self._edge_class), 0)
-            )
-            for cls in sorted(kids):
-                self._edge_class.append(cls)
-                self._edge_child.append(kids[cls])
 
         def csr(lists: Sequence[Sequence[int]]) -> tuple[array[int], array[int]]:
             starts = array("i", [0])
@@ -543,9 +496,9 @@ class _NativeScan:
         tables["reach"] = array("i", reaches)
         self._tables = tables  # kept alive: the C side reads them in place
         self._automaton = _NativeAutomaton(
-            _address(self._states),
-            _address(self._edge_class) if self._edge_class else 0,
-            _address(self._edge_child) if self._edge_child else 0,
+            0,  # states and edges: below, once built
+            0,
+            0,
             _address(self._bmp_class),
             _address(self._astral) if self._astral else 0,
             _address(self._astral_class) if self._astral_class else 0,
@@ -555,6 +508,36 @@ class _NativeScan:
             len(led_by),
             len(also),
         )
+        # The trie with its failure links, built in C (in Python it took ~0.6 s a scanner):
+        # struct aigc_state per state, the children of states with several in the edge arrays.
+        offsets = array("q", [0])
+        for word in vocabulary:
+            offsets.append(offsets[-1] + len(word))
+        total = offsets[-1]
+        self._states = array("i", bytes(4 * 6 * (total + 1)))
+        self._edge_class, self._edge_child = (
+            array("I", bytes(4 * (total + 1))),
+            array("i", bytes(4 * (total + 1))),
+        )
+        n_edges = ctypes.c_int64()
+        states = library.build(
+            ctypes.byref(self._automaton),
+            "".join(vocabulary).encode("utf-32-le", "surrogatepass"),
+            _address(offsets),
+            len(vocabulary),
+            _address(self._states),
+            _address(self._edge_class),
+            _address(self._edge_child),
+            ctypes.byref(n_edges),
+            _address(self._root_next),
+        )
+        if states < 0:
+            raise MemoryError("rule scanner: out of memory building the automaton")
+        del self._states[6 * states :], self._edge_class[n_edges.value :], self._edge_child[n_edges.value :]
+        # Addresses only now: shrinking may have moved the arrays.
+        self._automaton.states = _address(self._states)
+        self._automaton.edge_class = _address(self._edge_class) if self._edge_class else 0
+        self._automaton.edge_child = _address(self._edge_child) if self._edge_child else 0
         self._ref = ctypes.byref(self._automaton)
 
     def scan(self, text: str, pos: int) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
@@ -565,7 +548,7 @@ class _NativeScan:
         capacity = 194
         while True:
             out = array("q", bytes(8 * capacity))
-            needed = self._library(
+            needed = self._library.scan(
                 self._ref, data, len(data) // 4, base, len(text), pos, _address(out), capacity
             )
             if needed < 0:
@@ -586,18 +569,41 @@ def _address(buffer: array[Any]) -> int:
     return int(buffer.buffer_info()[0])
 
 
+@dataclass(frozen=True, slots=True)
+class _ScanLibrary:
+    scan: Any
+    build: Any
+
+
 @functools.cache
-def _scan_library() -> Any:
+def _scan_library() -> _ScanLibrary | None:
     """The compiled scan, or None when it is not built (or built from another scan.c)."""
     functions = load_native(
-        SCAN_LIBRARY, "aigc_scan_abi", SCAN_ABI, ["aigc_scan"], "rule scanner", "scanning in Python"
+        SCAN_LIBRARY,
+        "aigc_scan_abi",
+        SCAN_ABI,
+        ["aigc_scan", "aigc_scan_build"],
+        "rule scanner",
+        "scanning in Python",
     )
     if functions is None:
         return None
-    (scan,) = functions
+    scan, build = functions
     scan.restype = ctypes.c_int64
     scan.argtypes = [ctypes.c_void_p, ctypes.c_char_p, *[ctypes.c_int64] * 4, ctypes.c_void_p, ctypes.c_int64]
-    return scan
+    build.restype = ctypes.c_int64
+    build.argtypes = [
+        ctypes.c_void_p,  # the automaton, its class tables filled
+        ctypes.c_char_p,  # the words' code points, UTF-32-LE
+        ctypes.c_void_p,  # offsets, int64
+        ctypes.c_int64,
+        ctypes.c_void_p,  # states
+        ctypes.c_void_p,  # edge classes
+        ctypes.c_void_p,  # edge children
+        ctypes.c_void_p,  # number of edges, int64
+        ctypes.c_void_p,  # the root's children by class
+    ]
+    return _ScanLibrary(scan, build)
 
 
 @dataclass(frozen=True, slots=True)

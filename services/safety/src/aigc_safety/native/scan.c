@@ -177,7 +177,7 @@ static int occurs_within(const struct triples *t, int64_t first, int64_t count, 
     return 0;
 }
 
-int64_t aigc_scan_abi(void) { return 4; }
+int64_t aigc_scan_abi(void) { return 5; }
 
 /* codes: the text's code points from index `base` on (m of them); `total` is the whole text's
  * length, matches must start at or after `pos` (base = pos - 1 when pos > 0, so the left
@@ -296,5 +296,136 @@ done:
     free(others.v);
     free(windows.v);
     free(pending);
+    return result;
+}
+
+/* Building an automaton: a map (parent state, class) -> child, open addressing, for the trie. */
+struct child_map {
+    uint64_t *keys; /* ((parent << 21) | class) + 1; 0 = empty */
+    int32_t *child;
+    uint64_t mask;
+};
+
+static inline uint64_t spread(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+static int32_t child_of(const struct child_map *m, int64_t parent, uint32_t cls) {
+    uint64_t key = (((uint64_t)parent << 21) | cls) + 1;
+    for (uint64_t slot = spread(key) & m->mask;; slot = (slot + 1) & m->mask) {
+        if (m->keys[slot] == key) return m->child[slot];
+        if (m->keys[slot] == 0) return -1;
+    }
+}
+
+static void add_child(struct child_map *m, int64_t parent, uint32_t cls, int32_t child) {
+    uint64_t key = (((uint64_t)parent << 21) | cls) + 1;
+    uint64_t slot = spread(key) & m->mask;
+    while (m->keys[slot] != 0) slot = (slot + 1) & m->mask;
+    m->keys[slot] = key;
+    m->child[slot] = child;
+}
+
+static int ascending(const void *x, const void *y) {
+    uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
+    return (a > b) - (a < b);
+}
+
+/* Builds the automaton of n_words words (their code points codes[offsets[w] .. offsets[w + 1])),
+ * whose classes the tables of `a` give (bmp_class, astral; every code point must have one), into
+ * states (room for offsets[n_words] + 1), edge_class/edge_child (room for offsets[n_words]) and
+ * root_next (a->root_next is ignored; room for the number of classes + 1, zeroed by the caller).
+ * Returns the number of states and writes the number of edges to *n_edges; -1 when memory ran
+ * out, -2 when a code point has no class. */
+int64_t aigc_scan_build(const struct aigc_automaton *a, const uint32_t *codes, const int64_t *offsets,
+                        int64_t n_words, struct aigc_state *states, uint32_t *edge_class, int32_t *edge_child,
+                        int64_t *n_edges, int32_t *root_next) {
+    int64_t total = offsets[n_words], n_states = 1, result = -1;
+    uint64_t size = 16;
+    while (size < 2 * (uint64_t)(total + 1)) size *= 2;
+    struct child_map map = {calloc(size, sizeof(uint64_t)), malloc(size * sizeof(int32_t)), size - 1};
+    uint32_t *cls_of = malloc((size_t)(total + 1) * sizeof(uint32_t));   /* the class leading to a state */
+    int32_t *parent = malloc((size_t)(total + 1) * sizeof(int32_t));
+    int32_t *first = calloc((size_t)(total + 2), sizeof(int32_t));      /* children CSR */
+    uint64_t *kids = malloc((size_t)(total + 1) * sizeof(uint64_t)); /* (class << 32) | child */
+    int32_t *queue = malloc((size_t)(total + 1) * sizeof(int32_t));
+    if (!map.keys || !map.child || !cls_of || !parent || !first || !kids || !queue) goto done;
+    states[0] = (struct aigc_state){0, -1, -1, 0, 0, 0};
+    for (int64_t w = 0; w < n_words; w++) {
+        int64_t state = 0;
+        for (int64_t i = offsets[w]; i < offsets[w + 1]; i++) {
+            uint32_t cls = class_of(a, codes[i]);
+            if (cls == 0) {
+                result = -2;
+                goto done;
+            }
+            int32_t next = child_of(&map, state, cls);
+            if (next < 0) {
+                next = (int32_t)n_states++;
+                add_child(&map, state, cls, next);
+                states[next] = (struct aigc_state){0, -1, -1, 0, 0, 0};
+                cls_of[next] = cls;
+                parent[next] = (int32_t)state;
+            }
+            state = next;
+        }
+        states[state].out_word = (int32_t)w;
+    }
+    /* Children of each state, sorted by class. */
+    for (int64_t s = 1; s < n_states; s++) first[parent[s] + 1]++;
+    for (int64_t s = 0; s < n_states; s++) first[s + 1] += first[s];
+    for (int64_t s = 1; s < n_states; s++) {
+        kids[first[parent[s]] + states[parent[s]].n_children++] = ((uint64_t)cls_of[s] << 32) | (uint64_t)s;
+    }
+    for (int64_t s = 0; s < n_states; s++) {
+        if (states[s].n_children > 1) qsort(kids + first[s], (size_t)states[s].n_children, sizeof(uint64_t), ascending);
+    }
+    /* Failure links breadth first; each state's nearest proper suffix state that ends a word. */
+    int64_t head = 0, tail = 0, edges = 0;
+    for (int32_t k = first[0]; k < first[1]; k++) {
+        int32_t child = (int32_t)(kids[k] & 0xFFFFFFFFu);
+        root_next[cls_of[child]] = child;
+        queue[tail++] = child; /* fail = 0, out_link = -1 already */
+    }
+    while (head < tail) {
+        int32_t s = queue[head++];
+        for (int32_t k = first[s]; k < first[s + 1]; k++) {
+            int32_t child = (int32_t)(kids[k] & 0xFFFFFFFFu);
+            uint32_t cls = cls_of[child];
+            int32_t back = states[s].fail, target;
+            while (back != 0 && child_of(&map, back, cls) < 0) back = states[back].fail;
+            target = child_of(&map, back, cls);
+            if (target < 0) target = 0;
+            states[child].fail = target;
+            states[child].out_link = states[target].out_word >= 0 ? target : states[target].out_link;
+            queue[tail++] = child;
+        }
+    }
+    /* One child inline, several in the edge arrays. */
+    for (int64_t s = 0; s < n_states; s++) {
+        int32_t count = states[s].n_children;
+        if (count == 1) {
+            states[s].child = (int32_t)(kids[first[s]] & 0xFFFFFFFFu);
+            states[s].cls = (int32_t)(kids[first[s]] >> 32);
+        } else if (count > 1) {
+            states[s].child = (int32_t)edges;
+            for (int32_t k = first[s]; k < first[s + 1]; k++) {
+                edge_class[edges] = (uint32_t)(kids[k] >> 32);
+                edge_child[edges++] = (int32_t)(kids[k] & 0xFFFFFFFFu);
+            }
+        }
+    }
+    *n_edges = edges;
+    result = n_states;
+done:
+    free(map.keys);
+    free(map.child);
+    free(cls_of);
+    free(parent);
+    free(first);
+    free(kids);
+    free(queue);
     return result;
 }
