@@ -33,18 +33,21 @@ proto-check: ## fail when the committed stubs differ from what the protos genera
 	@PYTHON=$(PY) bash scripts/gen-protos.sh --check
 
 fmt: ## format the code
-	@$(BIN)/ruff format services tests loadtests
-	@$(BIN)/ruff check --fix services tests loadtests
+	@$(BIN)/ruff format services tests loadtests scripts
+	@$(BIN)/ruff check --fix services tests loadtests scripts
 
 lint: ## ruff lint and format check
-	@$(BIN)/ruff check services tests loadtests
-	@$(BIN)/ruff format --check services tests loadtests
+	@$(BIN)/ruff check services tests loadtests scripts
+	@$(BIN)/ruff format --check services tests loadtests scripts
 
 typecheck: ## mypy on service code
 	@$(BIN)/mypy
 
 test: ## every test tier (starts Kafka, Redis and Prometheus as needed)
 	@bash scripts/run-tests.sh
+
+native-check: ## the safety service's C helpers under AddressSanitizer and UBSan, against the Python paths
+	@bash scripts/check-native.sh
 
 test-unit: ## unit and gRPC tests only (no local stack, no model)
 	@$(PY) -m pytest -m "not integration and not e2e"
@@ -66,4 +69,4 @@ lock: ## re-resolve requirements/lock.txt and requirements/gpu-lock.txt from pyp
 	@$(BIN)/uv pip compile pyproject.toml --extra dev --extra gpu --python-version 3.11 \
 		--python-platform x86_64-manylinux_2_28 -o requirements/gpu-lock.txt -q --no-header
 
-.PHONY: help setup demo ci up down bench-inference proto proto-check fmt lint typecheck test test-unit stack-up stack-down stack-status lock
+.PHONY: help setup demo ci up down bench-inference proto proto-check fmt lint typecheck test test-unit native-check stack-up stack-down stack-status lock

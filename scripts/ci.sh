@@ -20,10 +20,12 @@ step() {
   fi
 }
 
-step lint $BIN/ruff check services tests loadtests
-step format $BIN/ruff format --check services tests loadtests
+step lint $BIN/ruff check services tests loadtests scripts
+step format $BIN/ruff format --check services tests loadtests scripts
 step typecheck $BIN/mypy
 step proto-drift env PYTHON=$BIN/python bash scripts/gen-protos.sh --check
+# The safety service's C helpers under AddressSanitizer and UBSan, compared with the Python paths.
+step native-sanitizers bash scripts/check-native.sh
 # scripts/run-tests.sh treats pytest exit 5 (no tests collected) as the failure it is.
 step tests bash scripts/run-tests.sh
 
