@@ -261,3 +261,25 @@ def test_the_rule_scan_can_be_kept_in_python_with_the_same_verdicts(tmp_path: Pa
                 for stage in Stage
             ]
             assert verdicts[:2] == verdicts[2:]
+
+
+def test_a_reload_recompiles_only_the_packs_whose_files_changed(tmp_path: Path) -> None:
+    packs, policies = _dirs(tmp_path)
+    store = PolicyStore(packs, policies)
+    before = store.snapshot
+    # A policy edit: the pack and the scanners over it are reused as they are.
+    (policies / "lenient.yaml").write_text(LENIENT.replace("version: 2", "version: 3"))
+    assert store.reload()
+    after = store.snapshot
+    assert after.policies["lenient"].version.startswith("lenient@3")
+    assert after.packs["shop"] is before.packs["shop"]
+    assert after.policies["lenient"].scanner(Stage.INPUT) is before.policies["lenient"].scanner(Stage.INPUT)
+    # A pack edit (same name, new bytes): compiled again, and the new rule fires.
+    (packs / "shop.yaml").write_text(PACK.replace("version: 7", "version: 8").replace("蠢货", "笨蛋"))
+    assert store.reload()
+    edited = store.snapshot
+    assert edited.packs["shop"] is not after.packs["shop"]
+    assert edited.policies["lenient"].scanner(Stage.INPUT) is not after.policies["lenient"].scanner(Stage.INPUT)
+    core = SafetyCore(store, SafetyMetrics(CollectorRegistry()), default_policy="strict")
+    assert core.check_input("t", "", "你这个笨蛋").policy_version == "strict@1+shop@8"
+    assert [h.rule_id for h in core.check_input("t", "", "你这个笨蛋").hits] == ["zh.insult.001"]

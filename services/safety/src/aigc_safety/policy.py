@@ -9,6 +9,7 @@ hot-reload together as one snapshot; a broken file never replaces the good snaps
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import re
 from dataclasses import dataclass, field
@@ -124,6 +125,11 @@ class PolicySet:
 
     packs: dict[str, RulePack]
     policies: dict[str, Policy]
+    # For the next reload: each pack file's SHA-256, and the scanners per list of pack names.
+    pack_digests: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    scanners: dict[tuple[str, ...], dict[Stage, PackScanner]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
 
 _YAML = re.compile(r"^[a-z0-9][a-z0-9_-]*\.ya?ml$")
@@ -151,18 +157,38 @@ def _yaml_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and _YAML.match(p.name))
 
 
-def build_policy_set(packs_dir: Path, policies_dir: Path, *, native_scan: bool = True) -> PolicySet:
+def build_policy_set(
+    packs_dir: Path, policies_dir: Path, *, native_scan: bool = True, previous: PolicySet | None = None
+) -> PolicySet:
     """Loads every pack and policy; the first broken file raises (start-up is strict).
-    ``native_scan=False`` keeps the rule scan in Python where the compiled pass is built."""
+    ``native_scan=False`` keeps the rule scan in Python where the compiled pass is built. With a
+    ``previous`` snapshot (a reload), a pack file whose bytes are unchanged is not compiled again,
+    and policies over unchanged packs keep their scanners: editing a policy reloads in
+    milliseconds instead of recompiling hundreds of patterns while the service is serving."""
     for folder, what in ((packs_dir, "packs_dir"), (policies_dir, "policies_dir")):
         if not folder.is_dir():
             raise ConfigError(f"{what} {folder} is not a folder; set AIGC_SAFETY_{what.upper()}")
-    packs = {}
+    packs: dict[str, RulePack] = {}
+    digests: dict[str, str] = {}
     for path in _yaml_files(packs_dir):
-        pack = load_pack(path)
+        try:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError:
+            digest = ""  # load_pack reports the problem
+        kept = previous.packs.get(path.stem) if previous is not None else None
+        if (
+            kept is not None
+            and digest
+            and previous is not None
+            and previous.pack_digests.get(path.stem) == digest
+        ):
+            pack = kept
+        else:
+            pack = load_pack(path)
         if pack.name != path.stem:
             raise ConfigError(f"rule pack {path}: name {pack.name!r} must match the file name {path.stem!r}")
         packs[pack.name] = pack
+        digests[pack.name] = digest
     policies = {}
     compiled: dict[tuple[str, ...], dict[Stage, PackScanner]] = {}  # pack names -> their scanners
     for path in _yaml_files(policies_dir):
@@ -173,6 +199,14 @@ def build_policy_set(packs_dir: Path, policies_dir: Path, *, native_scan: bool =
         chosen = tuple(packs[p] for p in spec.packs)
         # Compiled now, so a reload swaps in a ready policy; once per distinct list of packs.
         scanners = compiled.get(tuple(spec.packs))
+        if (
+            scanners is None
+            and previous is not None
+            and all(p.name in previous.packs and previous.packs[p.name] is p for p in chosen)
+        ):
+            scanners = previous.scanners.get(tuple(spec.packs))  # the same pack objects: still valid
+            if scanners is not None:
+                compiled[tuple(spec.packs)] = scanners
         if scanners is None:
             scanners = compiled[tuple(spec.packs)] = {
                 stage: PackScanner(
@@ -189,7 +223,7 @@ def build_policy_set(packs_dir: Path, policies_dir: Path, *, native_scan: bool =
             )
     if not policies:
         raise ConfigError(f"no policy files in {policies_dir}")
-    return PolicySet(packs, policies)
+    return PolicySet(packs, policies, digests, compiled)
 
 
 def _fingerprint(*folders: Path) -> tuple[tuple[str, int, int], ...]:
@@ -234,7 +268,9 @@ class PolicyStore:
             return False
         self._print = fingerprint
         try:
-            fresh = build_policy_set(self._packs_dir, self._policies_dir, native_scan=self._native_scan)
+            fresh = build_policy_set(
+                self._packs_dir, self._policies_dir, native_scan=self._native_scan, previous=self._snapshot
+            )
         except ConfigError as exc:
             self.last_error = str(exc)
             log.warning("safety policy reload refused", extra={"fields": {"error": str(exc)}})
