@@ -52,7 +52,7 @@ SCAN_LIBRARY = Path(__file__).resolve().parent / "native" / "libaigc_scan.so"
 """The scanner's compiled automaton pass, built by ``scripts/build-native.sh``; optional."""
 SCAN_ABI = 5
 """What ``aigc_scan_abi()`` of a compatible build returns (native/scan.c)."""
-# The struct aigc_automaton arrays after the edge table, in their C order.
+# The struct aigc_automaton arrays after the trie and class tables, in their C order.
 _AUTOMATON_ARRAYS = (
     "word_length",
     "kw_start",
