@@ -278,8 +278,9 @@ def test_a_reload_recompiles_only_the_packs_whose_files_changed(tmp_path: Path) 
     (packs / "shop.yaml").write_text(PACK.replace("version: 7", "version: 8").replace("蠢货", "笨蛋"))
     assert store.reload()
     edited = store.snapshot
+    lenient = edited.policies["lenient"]
     assert edited.packs["shop"] is not after.packs["shop"]
-    assert edited.policies["lenient"].scanner(Stage.INPUT) is not after.policies["lenient"].scanner(Stage.INPUT)
+    assert lenient.scanner(Stage.INPUT) is not after.policies["lenient"].scanner(Stage.INPUT)
     core = SafetyCore(store, SafetyMetrics(CollectorRegistry()), default_policy="strict")
     assert core.check_input("t", "", "你这个笨蛋").policy_version == "strict@1+shop@8"
     assert [h.rule_id for h in core.check_input("t", "", "你这个笨蛋").hits] == ["zh.insult.001"]
