@@ -52,6 +52,16 @@ SCAN_LIBRARY = Path(__file__).resolve().parent / "native" / "libaigc_scan.so"
 """The scanner's compiled automaton pass, built by ``scripts/build-native.sh``; optional."""
 SCAN_ABI = 5
 """What ``aigc_scan_abi()`` of a compatible build returns (native/scan.c)."""
+MAX_NATIVE_CHARACTERS = 0xFFFF
+"""Distinct characters the compiled scan's class tables take (16-bit classes); more: Python."""
+
+
+class _TooManyCharacters(Exception):
+    def __init__(self, count: int) -> None:
+        super().__init__(count)
+        self.count = count
+
+
 # The struct aigc_automaton arrays after the trie and class tables, in their C order.
 _AUTOMATON_ARRAYS = (
     "word_length",
@@ -201,18 +211,26 @@ class PackScanner:
             for clause_id in sorted({c for also in self._also for c in also}):
                 for word in self._clause_words_text[clause_id]:
                     others.setdefault(word, []).append(clause_id)
-            self._native = _NativeScan(
-                library,
-                vocabulary,
-                [
-                    (owners, leads, others.get(w, ()))
-                    for w, (_, owners, leads, _) in zip(vocabulary, self._values, strict=True)
-                ],
-                [self._led_by.get(c, ()) for c in range(len(clause_ids))],
-                self._also,
-                self._widths,
-                self._reaches,
-            )
+            try:
+                self._native = _NativeScan(
+                    library,
+                    vocabulary,
+                    [
+                        (owners, leads, others.get(w, ()))
+                        for w, (_, owners, leads, _) in zip(vocabulary, self._values, strict=True)
+                    ],
+                    [self._led_by.get(c, ()) for c in range(len(clause_ids))],
+                    self._also,
+                    self._widths,
+                    self._reaches,
+                )
+            except _TooManyCharacters as exc:
+                log.warning(
+                    "rule scanner: the packs' words hold %d distinct characters, the compiled scan "
+                    "takes at most %d; scanning in Python",
+                    exc.count,
+                    MAX_NATIVE_CHARACTERS,
+                )
 
     @property
     def always_run(self) -> int:
@@ -463,8 +481,8 @@ class _NativeScan:
         # Characters by class (1, 2, ...; 0: in no word): a character no word has costs one array
         # read, and the root's children are one array indexed by class.
         alphabet = sorted({ord(ch) for word in vocabulary for ch in word})
-        if len(alphabet) >= 1 << 16:
-            raise ValueError("scanner automaton: more than 65,535 distinct characters")
+        if len(alphabet) > MAX_NATIVE_CHARACTERS:
+            raise _TooManyCharacters(len(alphabet))
         classes = {code: cls for cls, code in enumerate(alphabet, start=1)}
         self._bmp_class = array("H", bytes(2 * 0x10000))
         for code, cls in classes.items():
