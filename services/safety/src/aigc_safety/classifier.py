@@ -293,11 +293,6 @@ class _VectorTables:
         self._native_ref = ctypes.byref(self._native_tables)
         self.native = native
 
-    @property
-    def min_chars(self) -> int:
-        """Texts at least this long take these tables; shorter ones the dictionary look-ups."""
-        return VECTOR_MIN_CHARS if self.native is None else NATIVE_MIN_CHARS
-
     def scan(self, text: str) -> tuple[float, npt.NDArray[Any]]:
         """The summed weights of the known character n-gram occurrences of ``text`` and their
         vocabulary indices, with numpy."""

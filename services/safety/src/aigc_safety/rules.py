@@ -563,7 +563,7 @@ class _NativeScan:
         the whole text) of the matches that start at or after ``pos``."""
         base = pos - 1 if pos > 0 else 0  # one character before pos for the word-boundary check
         data = (text[base:] if base else text).encode("utf-32-le", "surrogatepass")
-        capacity = 194
+        capacity = 2 + 3 * 64  # the two counts and room for 64 hits or windows; grown when short
         while True:
             out = array("q", bytes(8 * capacity))
             needed = self._library.scan(
