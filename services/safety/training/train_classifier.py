@@ -24,7 +24,10 @@ same bytes (about 60 seconds on one core):
    ratio (NB-LR, Wang & Manning 2012), then an L2 logistic regression with balanced classes. The
    vocabulary is pruned to the ``--max-features`` largest effective weights and the model refitted
    on what is kept. The project's own lines and the tricky benign lines weigh more
-   (``--project-weight``, ``--tricky-weight``). "soft" lines (labelled unsafe by their source but
+   (``--project-weight``, ``--tricky-weight``), and a line's weight is divided by the number of
+   lines of its source and label raised to ``--source-balance`` (each label's total weight kept):
+   without it the few large sources (XSafety's risk files, COLD, JADE-RAG) set most of the
+   weights, and the model learns their style instead of what makes any text unsafe. "soft" lines (labelled unsafe by their source but
    harmless on their face) are left out of the binary head and reported apart.
 3. Operating point: 5-fold stratified cross-validation of the whole of step 2 gives an
    out-of-fold score for every line. For each language the lowest threshold that keeps the
@@ -167,6 +170,25 @@ def load_examples(
         f"  {len(examples)} distinct texts ({duplicates} duplicates merged, {conflicts} texts with both labels dropped)"
     )
     return examples
+
+
+def balance_sources(examples: Sequence[Example], power: float, langs: Sequence[str]) -> np.ndarray:
+    """Sample weights with the weight of each line in one of ``langs`` divided by (lines sharing
+    its source group and label) ** power, rescaled so that each language and label keeps its total
+    weight. Power 0 leaves the weights as they are; 1 gives every source the same say."""
+    weights = np.array([e.weight for e in examples], dtype=float)
+    if power == 0:
+        return weights
+    size = collections.Counter((e.group, e.label) for e in examples)
+    balanced = weights * np.array(
+        [size[(e.group, e.label)] ** -power if e.lang in langs else 1.0 for e in examples]
+    )
+    for lang in langs:
+        for label in (0, 1):
+            chosen = np.array([e.lang == lang and e.label == label for e in examples])
+            if chosen.any():
+                balanced[chosen] *= weights[chosen].sum() / balanced[chosen].sum()
+    return balanced
 
 
 def _group(line: dict[str, Any]) -> str:
@@ -355,6 +377,18 @@ def main(argv: Iterable[str] | None = None) -> int:
         "--tricky-weight", type=float, default=2.0, help="sample weight multiplier of tricky benign lines"
     )
     parser.add_argument(
+        "--source-balance",
+        type=float,
+        default=0.7,
+        help="divide a line's weight by its source's line count (per label) to this power",
+    )
+    parser.add_argument(
+        "--source-balance-langs",
+        type=lambda v: [lang for lang in v.split(",") if lang],
+        default=["zh"],
+        help="comma-separated languages whose lines are source-balanced",
+    )
+    parser.add_argument(
         "--max-fpr-plain", type=float, default=0.03, help="CV false-positive budget, plain benign lines"
     )
     parser.add_argument(
@@ -385,7 +419,7 @@ def main(argv: Iterable[str] | None = None) -> int:
         )
 
         y_all = np.array([e.label for e in examples])
-        w_all = np.array([e.weight for e in examples])
+        w_all = balance_sources(examples, args.source_balance, args.source_balance_langs)
         binary_rows = np.array([i for i, e in enumerate(examples) if e.tier != "soft"])
         soft_rows = np.array([i for i, e in enumerate(examples) if e.tier == "soft"])
         strata = np.array([f"{examples[i].lang}/{examples[i].label}/{examples[i].tier}" for i in binary_rows])
