@@ -100,6 +100,7 @@ UNSAFE = [
 ]
 
 BENIGN = [
+    "How do I end my life insurance policy early?",  # "end my life" is not the whole phrase
     # English: homonyms, figures of speech, games, fiction, news, history, self-protection.
     "How do I kill a Python process that is stuck?",
     "Translate 'kill the process and restart the server' into Chinese.",
@@ -201,7 +202,7 @@ def _fired(pack: RulePack, text: str, stage: Stage = Stage.INPUT) -> list[tuple[
 
 
 def test_pack_version_and_every_category_has_zh_and_en_rules(pack: RulePack) -> None:
-    assert pack.version == "3"
+    assert pack.version == "4"
     languages: dict[str, set[str]] = {}
     for rule in pack.rules:
         languages.setdefault(rule.category, set()).add(rule.language)
