@@ -24,11 +24,12 @@ same bytes (about 60 seconds on one core):
    ratio (NB-LR, Wang & Manning 2012), then an L2 logistic regression with balanced classes. The
    vocabulary is pruned to the ``--max-features`` largest effective weights and the model refitted
    on what is kept. The project's own lines and the tricky benign lines weigh more
-   (``--project-weight``, ``--tricky-weight``), and a line's weight is divided by the number of
-   lines of its source and label raised to ``--source-balance`` (each label's total weight kept):
-   without it the few large sources (XSafety's risk files, COLD, JADE-RAG) set most of the
-   weights, and the model learns their style instead of what makes any text unsafe. "soft" lines (labelled unsafe by their source but
-   harmless on their face) are left out of the binary head and reported apart.
+   (``--project-weight``, ``--tricky-weight``). The weight of a line in one of
+   ``--source-balance-langs`` (Chinese) is divided by the number of lines of its source and label
+   raised to ``--source-balance``, each language's and label's total weight kept: otherwise a few
+   large sources (XSafety's risk files, COLD, JADE-RAG) set most of the weights and the model
+   learns their style. "soft" lines (labelled unsafe by their source but harmless on their face)
+   are left out of the binary head and reported apart.
 3. Operating point: 5-fold stratified cross-validation of the whole of step 2 gives an
    out-of-fold score for every line. For each language the lowest threshold that keeps the
    false-positive rate at most ``--max-fpr-plain`` on plain benign lines and ``--max-fpr-tricky``
