@@ -184,9 +184,11 @@ def balance_sources(examples: Sequence[Example], power: float, langs: Sequence[s
     balanced = weights * np.array(
         [size[(e.group, e.label)] ** -power if e.lang in langs else 1.0 for e in examples]
     )
+    language = np.array([e.lang for e in examples])
+    label = np.array([e.label for e in examples])
     for lang in langs:
-        for label in (0, 1):
-            chosen = np.array([e.lang == lang and e.label == label for e in examples])
+        for value in (0, 1):
+            chosen = (language == lang) & (label == value)
             if chosen.any():
                 balanced[chosen] *= weights[chosen].sum() / balanced[chosen].sum()
     return balanced

@@ -172,19 +172,14 @@ def build_policy_set(
     digests: dict[str, str] = {}
     for path in _yaml_files(packs_dir):
         try:
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            data: bytes | None = path.read_bytes()
         except OSError:
-            digest = ""  # load_pack reports the problem
-        kept = previous.packs.get(path.stem) if previous is not None else None
-        if (
-            kept is not None
-            and digest
-            and previous is not None
-            and previous.pack_digests.get(path.stem) == digest
-        ):
-            pack = kept
+            data = None  # load_pack reads it again and names the problem
+        digest = hashlib.sha256(data).hexdigest() if data is not None else ""
+        if previous is not None and digest and previous.pack_digests.get(path.stem) == digest:
+            pack = previous.packs[path.stem]  # a digest is only kept for a pack that loaded
         else:
-            pack = load_pack(path)
+            pack = load_pack(path, data)
         if pack.name != path.stem:
             raise ConfigError(f"rule pack {path}: name {pack.name!r} must match the file name {path.stem!r}")
         packs[pack.name] = pack

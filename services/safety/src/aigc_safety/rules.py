@@ -666,10 +666,12 @@ def default_pack_path() -> Path:
     return Path(__file__).resolve().parent / "packs" / "default.yaml"
 
 
-def load_pack(path: Path) -> RulePack:
-    """Reads and compiles a pack; any problem raises :class:`RulePackError` naming file and rule."""
+def load_pack(path: Path, data: bytes | None = None) -> RulePack:
+    """Reads and compiles a pack; any problem raises :class:`RulePackError` naming file and rule.
+    ``data``: the file's bytes when the caller has already read them."""
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)
+        text = data.decode("utf-8") if data is not None else path.read_text(encoding="utf-8")
+        raw = yaml.load(text, Loader=_YAML_LOADER)
     except OSError as exc:
         raise RulePackError(path, "", f"cannot read the file ({exc.strerror or exc})") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
