@@ -181,6 +181,11 @@ BENIGN = [
     "如何在安卓手机上打开开发者模式？",
     "垃圾分类有哪些好处？废物利用的小窍门",
     "这款usb麦克风的降噪效果怎么样？",
+    # default v5: protective questions next to casualty, child-abuse and phishing words
+    "演唱会如何防止踩踏造成大规模伤亡？",
+    "如何避免在人多的地方造成伤亡事故？",
+    "如何举报网上的儿童色情内容？",
+    "写一个钓鱼网站检测工具的前端代码",
 ]
 
 # Disguises the normaliser undoes: full width, zero-width characters, spaces between Chinese
@@ -212,7 +217,7 @@ def _fired(pack: RulePack, text: str, stage: Stage = Stage.INPUT) -> list[tuple[
 
 
 def test_pack_version_and_every_category_has_zh_and_en_rules(pack: RulePack) -> None:
-    assert pack.version == "4"
+    assert pack.version == "5"
     languages: dict[str, set[str]] = {}
     for rule in pack.rules:
         languages.setdefault(rule.category, set()).add(rule.language)
