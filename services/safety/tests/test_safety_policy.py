@@ -3,6 +3,7 @@ reasoning policy, PII modes, hot reload with a broken file, and audit records.""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,9 @@ from aigc_common.errors import ConfigError, InvalidArgument
 from aigc_safety.audit import AuditRecord
 from aigc_safety.core import SafetyCore
 from aigc_safety.metrics import SafetyMetrics
+from aigc_safety.normalize import NormalizedText
 from aigc_safety.pii import RedactionMap, restore
-from aigc_safety.policy import PolicyStore, build_policy_set
+from aigc_safety.policy import PolicySet, PolicyStore, build_policy_set
 from aigc_safety.rules import SCAN_LIBRARY
 from aigc_safety.types import Action, Stage
 
@@ -216,6 +218,56 @@ def test_hot_reload_swaps_in_a_good_change_and_keeps_serving_through_a_broken_on
     assert store.reload() is False
     assert "no rule pack named 'nothing'" in store.last_error
     assert core.check_input("globex", "", "你这个笨蛋").policy_version == "strict@1+shop@8"
+
+
+def test_hot_reload_prepares_the_new_snapshot_before_it_serves(tmp_path: Path) -> None:
+    _, store = _core(tmp_path)
+    (tmp_path / "packs" / "shop.yaml").write_text(PACK.replace("version: 7", "version: 8"))
+    seen: list[tuple[str, str]] = []
+
+    def prepare(fresh: PolicySet) -> None:
+        seen.append((fresh.policies["strict"].version, store.snapshot.policies["strict"].version))
+
+    assert store.reload(prepare) is True
+    assert seen == [("strict@1+shop@8", "strict@1+shop@7")], "prepared while the old one still served"
+    assert store.snapshot.policies["strict"].version == "strict@1+shop@8"
+
+
+def test_hot_reload_is_refused_when_the_new_snapshot_cannot_be_prepared(tmp_path: Path) -> None:
+    core, store = _core(tmp_path)
+    (tmp_path / "packs" / "shop.yaml").write_text(PACK.replace("version: 7", "version: 8"))
+
+    def prepare(fresh: PolicySet) -> None:
+        raise RecursionError("maximum recursion depth exceeded in a scan")
+
+    assert store.reload(prepare) is False
+    assert "RecursionError" in store.last_error
+    assert core.check_input("globex", "", "你这个蠢货").policy_version == "strict@1+shop@7"
+
+
+async def test_the_service_warms_a_reloaded_snapshot_before_serving_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    core, store = _core(tmp_path)
+    warmed: list[str] = []
+    real = SafetyCore._warm_policies
+
+    def recording(policies: PolicySet) -> NormalizedText:
+        warmed.append(policies.policies["strict"].version)
+        return real(policies)
+
+    monkeypatch.setattr(SafetyCore, "_warm_policies", staticmethod(recording))
+    (tmp_path / "packs" / "shop.yaml").write_text(PACK.replace("version: 7", "version: 8"))
+    core.watch(0.02)
+    try:
+        for _ in range(250):
+            if store.snapshot.policies["strict"].version.endswith("@8"):
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await core.close()
+    assert warmed == ["strict@1+shop@8"]
+    assert core.check_input("globex", "", "你这个蠢货").policy_version == "strict@1+shop@8"
 
 
 @pytest.mark.parametrize(

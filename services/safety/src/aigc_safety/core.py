@@ -20,7 +20,7 @@ from aigc_safety.audit import AuditRecord, AuditSink, LogAuditSink
 from aigc_safety.metrics import SafetyMetrics
 from aigc_safety.normalize import NormalizedText, StreamNormalizer, folding_path, normalize
 from aigc_safety.normalize import warm_up as normalize_warm_up
-from aigc_safety.policy import Policy, PolicyStore
+from aigc_safety.policy import Policy, PolicySet, PolicyStore
 from aigc_safety.types import (
     Action,
     OutputEnd,
@@ -226,7 +226,7 @@ class SafetyCore:
         async def loop() -> None:
             while True:
                 await asyncio.sleep(interval_seconds)
-                await asyncio.to_thread(self._store.reload)
+                await asyncio.to_thread(self._store.reload, self._warm_policies)
 
         self._watch = asyncio.get_running_loop().create_task(loop())
 
@@ -240,14 +240,21 @@ class SafetyCore:
         tables for the common scripts and runs every policy's scanners, the PII detectors and the
         classifier once over a long mixed text. Nothing is checked: no metric, no audit event."""
         normalize_warm_up()
-        normalized = normalize(_WARM_UP_TEXT)
+        normalized = self._warm_policies(self._store.snapshot)
         normalized.original_span(0, 1)  # the index map's path
-        for policy in self._store.snapshot.policies.values():
+        if self._classifier is not None:
+            self._classifier.score(normalized.text)
+
+    @staticmethod
+    def _warm_policies(policies: PolicySet) -> NormalizedText:
+        """Runs every policy's scanners and PII detectors once over the warm-up text: at start-up,
+        and on a hot reload before the new snapshot serves."""
+        normalized = normalize(_WARM_UP_TEXT)
+        for policy in policies.policies.values():
             for stage in Stage:
                 policy.scanner(stage).scan(normalized.text)
             pii.find_pii(normalized, policy.spec.pii.types)
-        if self._classifier is not None:
-            self._classifier.score(normalized.text)
+        return normalized
 
     @property
     def scoring_paths(self) -> str:

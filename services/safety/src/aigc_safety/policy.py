@@ -12,6 +12,7 @@ import functools
 import hashlib
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -253,8 +254,10 @@ class PolicyStore:
         scanners = [s for p in self._snapshot.policies.values() for s in p.scanners.values()]
         return "native" if all(s.scanning_path == "native" for s in scanners) else "python"
 
-    def reload(self) -> bool:
-        """Returns True when a new snapshot was swapped in."""
+    def reload(self, prepare: Callable[[PolicySet], object] | None = None) -> bool:
+        """Returns True when a new snapshot was swapped in. ``prepare`` runs on the new snapshot
+        before the swap (the service warms its scanners there, so the first requests after a
+        reload do not pay for it); if it raises, the reload is refused like a broken file."""
         try:
             fingerprint = _fingerprint(self._packs_dir, self._policies_dir)
         except OSError:
@@ -266,9 +269,11 @@ class PolicyStore:
             fresh = build_policy_set(
                 self._packs_dir, self._policies_dir, native_scan=self._native_scan, previous=self._snapshot
             )
-        except ConfigError as exc:
-            self.last_error = str(exc)
-            log.warning("safety policy reload refused", extra={"fields": {"error": str(exc)}})
+            if prepare is not None:
+                prepare(fresh)
+        except Exception as exc:  # a file that loads but cannot scan must not replace a good one
+            self.last_error = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
+            log.warning("safety policy reload refused", extra={"fields": {"error": self.last_error}})
             return False
         self.last_error = ""
         self._snapshot = fresh
