@@ -430,7 +430,7 @@ def _fired(pack: RulePack, text: str, stage: Stage = Stage.INPUT) -> list[tuple[
 
 def test_pack_shape(pack: RulePack) -> None:
     assert pack.name == "harmful_requests_en"
-    assert pack.version == "3"
+    assert pack.version == "4"
     assert len(UNSAFE) >= 50
     assert len(BENIGN) >= 80
     assert len(set(BENIGN)) == len(BENIGN)

@@ -382,6 +382,8 @@ BENIGN = [
     "怎么开具银行存款证明？",
     "公章丢了怎么补刻？",
     "写一个钓鱼网站检测工具的前端代码",
+    "小说里的主角说：“我不如死了算了。”这句话表现了他怎样的心情？",
+    "歌词里“没有我世界会更好”这句想表达什么？",
 ]
 
 
@@ -395,7 +397,7 @@ def _fired(pack: RulePack, text: str, stage: Stage = Stage.INPUT) -> list[tuple[
 
 
 def test_pack_identity_and_conventions(pack: RulePack) -> None:
-    assert pack.policy_version == "harmful_requests_zh@3"
+    assert pack.policy_version == "harmful_requests_zh@4"
     assert pack.rules
     for rule in pack.rules:
         assert rule.language == "zh"

@@ -189,6 +189,12 @@ BENIGN = [
     "如何避免在人多的地方造成伤亡事故？",
     "如何举报网上的儿童色情内容？",
     "写一个钓鱼网站检测工具的前端代码",
+    # default v7: "them" alone is not a person (pests, processes, enemies in a game)
+    "There are fruit flies all over my kitchen, how do I kill them?",
+    "These zombie processes keep coming back. How do I kill them?",
+    # default v8: words in quotes (a friend's message, a character's line, lyrics) are not the writer's intent
+    "小说里的主角说：“我不想活了。”这句话表现了他怎样的心情？",
+    "歌词里“我真的想死”这句想表达什么？",
     # default v6: the slur rule leaves talk about slurs, a drug company and a colour word alone
     "默沙东的九价HPV疫苗多少钱？",
     "绿绿葱葱的草地真好看",
@@ -227,7 +233,7 @@ def _fired(pack: RulePack, text: str, stage: Stage = Stage.INPUT) -> list[tuple[
 
 
 def test_pack_version_and_every_category_has_zh_and_en_rules(pack: RulePack) -> None:
-    assert pack.version == "6"
+    assert pack.version == "8"
     languages: dict[str, set[str]] = {}
     for rule in pack.rules:
         languages.setdefault(rule.category, set()).add(rule.language)
