@@ -20,7 +20,8 @@ from aigc_safety.audit import AuditRecord, AuditSink, LogAuditSink
 from aigc_safety.metrics import SafetyMetrics
 from aigc_safety.normalize import NormalizedText, StreamNormalizer, folding_path, normalize
 from aigc_safety.normalize import warm_up as normalize_warm_up
-from aigc_safety.policy import Policy, PolicySet, PolicyStore
+from aigc_safety.policy import Policy, PolicySet, PolicyStore, QuotedSpec
+from aigc_safety.quoted import frame_text, inside, quoted_task_spans
 from aigc_safety.types import (
     Action,
     OutputEnd,
@@ -298,6 +299,20 @@ class SafetyCore:
         start = time.perf_counter()
         normalized = normalize(text)
         found = _rule_hits(chosen, Stage.INPUT, normalized)
+        quoted = chosen.spec.quoted
+        quotes = (
+            quoted_task_spans(text)
+            if quoted.categories and any(hit.category in quoted.categories for _, hit in found)
+            else ()
+        )
+        if quotes:
+            lenient = Action(quoted.action)
+            found = [
+                (lenient, hit)
+                if hit.category in quoted.categories and all(inside(s, quotes) for s in hit.spans)
+                else (action, hit)
+                for action, hit in found
+            ]
         spec = chosen.spec.classifier
         # The classifier catches paraphrases the rules miss; when a rule already blocks it adds nothing.
         if self._classifier is not None and spec.enabled and not any(a == Action.BLOCK for a, _ in found):
@@ -305,6 +320,8 @@ class SafetyCore:
             scored = self._classifier.score(normalized.text, category_from=threshold)
             if scored.unsafe >= threshold:
                 action = chosen.action_for(scored.category, Action(spec.action))
+                if action is not None and quoted.categories and self._quoted_only(text, threshold, quoted):
+                    action = Action(quoted.action)
                 if action is not None:
                     hit = RuleHit(
                         f"classifier.{scored.category or 'unsafe'}",
@@ -354,6 +371,23 @@ class SafetyCore:
         if action != Action.ALLOW:
             self._record(tenant_id, request_id, bundle_id, Stage.INPUT, verdict, deciding)
         return verdict
+
+    def _quoted_only(self, text: str, threshold: float, quoted: QuotedSpec) -> bool:
+        """Whether the classifier flagged ``text`` for what it quotes under an analysis task: the
+        quotes alone score in one of ``quoted.categories`` and the words around them do not, on
+        their own, flag in one of them ("is this true: “……” I think so, explain why they are
+        inferior"). A frame flagged in another category does not count: scored alone, a bare
+        instruction such as "rewrite this message politely:" reads to the classifier like a
+        request to it, and the rules still check the frame's words."""
+        assert self._classifier is not None
+        quotes = quoted_task_spans(text)
+        if not quotes:
+            return False
+        quote = normalize("\n".join(text[s:e] for s, e in quotes)).text
+        if self._classifier.score(quote).category not in quoted.categories:
+            return False
+        frame = self._classifier.score(normalize(frame_text(text, quotes)).text, category_from=threshold)
+        return frame.unsafe < threshold or frame.category not in quoted.categories
 
     def _record(
         self,

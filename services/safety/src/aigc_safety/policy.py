@@ -66,6 +66,22 @@ class PiiSpec(BaseModel):
         return value
 
 
+class QuotedSpec(BaseModel):
+    """Tasks about quoted text ("is this comment abusive: “……”", "translate this complaint: "……""):
+    hits of these categories wholly inside the quotes get ``action`` instead of the category's
+    own, and so does the classifier when the quotes alone score in one of these categories and the
+    words around them do not flag. A request for more of the quoted text is not such a task."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    categories: list[str] = Field(
+        default_factory=list, description="Categories treated this way; empty turns it off."
+    )
+    action: Literal["allow", "review"] = Field(
+        "review", description="What such a hit does; allow lets the task through with its hits listed."
+    )
+
+
 class PolicySpec(BaseModel):
     """The schema of one policy file."""
 
@@ -80,6 +96,7 @@ class PolicySpec(BaseModel):
     )
     classifier: ClassifierSpec = Field(default_factory=ClassifierSpec)
     pii: PiiSpec = Field(default_factory=PiiSpec)
+    quoted: QuotedSpec = Field(default_factory=QuotedSpec)
     reasoning_policy: str = Field(
         "", description="Policy that checks hidden chain-of-thought text; empty means this one."
     )
