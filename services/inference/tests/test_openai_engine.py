@@ -159,6 +159,18 @@ async def _reference_usage(
     return reply
 
 
+async def _same_prompt_state(base_url: str) -> None:
+    """Leaves the server's reused prompt prefix at the chat template's opening. llama_cpp.server
+    keeps the last request's tokens and evaluates only what differs, so asking the same question
+    twice in a row computes its last token alone the second time, in a batch of one, whose
+    slightly different logits can change a close greedy choice. Called before each of two
+    requests that must agree, it makes both evaluate the question from the same state."""
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Ok."}], "max_tokens": 1}
+    async with httpx.AsyncClient(timeout=60) as client:
+        response = await client.post(f"{base_url}/chat/completions", json=body)
+    response.raise_for_status()
+
+
 QUESTION = (ChatMessage(Role.USER, "Name three colours."),)
 CONVERSATION = (
     ChatMessage(Role.SYSTEM, "You are a terse assistant. 你好!"),
@@ -171,6 +183,7 @@ CONVERSATION = (
 async def test_streams_an_answer_with_the_servers_own_counts(
     engine: OpenAICompatibleEngine, upstream: Upstream
 ) -> None:
+    await _same_prompt_state(upstream.base_url)
     deltas = [d async for d in engine.generate(_request(QUESTION, max_tokens=24))]
     texts = [d for d in deltas if d.text]
     assert len(texts) > 1, "tokens should arrive as a stream, not one block"
@@ -178,6 +191,7 @@ async def test_streams_an_answer_with_the_servers_own_counts(
     assert all(d.finish_reason is None for d in deltas[:-1])
     assert all(not d.token_ids for d in deltas), "token ids are not available over this API"
 
+    await _same_prompt_state(upstream.base_url)
     reference = await _reference_usage(upstream.base_url, QUESTION, 24)
     assert "".join(d.text for d in deltas) == reference["choices"][0]["message"]["content"]
     # llama_cpp.server ignores stream_options.include_usage: with no usage chunk the engine reports
@@ -206,11 +220,13 @@ async def test_through_the_inference_core(engine: OpenAICompatibleEngine, upstre
     request = GenerationRequest(
         messages=QUESTION, sampling=SamplingParams(max_tokens=20, temperature=0.0, seed=11)
     )
+    await _same_prompt_state(upstream.base_url)
     events = [e async for e in core.generate(request)]
     assert isinstance(events[0], GenerationStarted)
     assert isinstance(events[-1], GenerationFinished)
     deltas = [e for e in events[1:-1] if isinstance(e, GenerationDelta)]
     assert len(deltas) == len(events) - 2 and len(deltas) > 1
+    await _same_prompt_state(upstream.base_url)
     reference = await _reference_usage(upstream.base_url, QUESTION, 20)
     usage = events[-1].usage
     assert usage.completion_tokens == reference["usage"]["completion_tokens"]
