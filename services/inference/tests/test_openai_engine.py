@@ -152,6 +152,10 @@ async def _reference_usage(
         "temperature": 0.0,
         "seed": 11,
     }
+    return await _post_chat(base_url, body)
+
+
+async def _post_chat(base_url: str, body: dict[str, Any]) -> dict[str, Any]:
     async with httpx.AsyncClient(timeout=60) as client:
         response = await client.post(f"{base_url}/chat/completions", json=body)
     response.raise_for_status()
@@ -165,10 +169,9 @@ async def _same_prompt_state(base_url: str) -> None:
     twice in a row computes its last token alone the second time, in a batch of one, whose
     slightly different logits can change a close greedy choice. Called before each of two
     requests that must agree, it makes both evaluate the question from the same state."""
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "Ok."}], "max_tokens": 1}
-    async with httpx.AsyncClient(timeout=60) as client:
-        response = await client.post(f"{base_url}/chat/completions", json=body)
-    response.raise_for_status()
+    await _post_chat(
+        base_url, {"model": MODEL, "messages": [{"role": "user", "content": "Ok."}], "max_tokens": 1}
+    )
 
 
 QUESTION = (ChatMessage(Role.USER, "Name three colours."),)

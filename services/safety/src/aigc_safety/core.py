@@ -300,11 +300,10 @@ class SafetyCore:
         normalized = normalize(text)
         found = _rule_hits(chosen, Stage.INPUT, normalized)
         quoted = chosen.spec.quoted
-        quotes = (
-            quoted_task_spans(text)
-            if quoted.categories and any(hit.category in quoted.categories for _, hit in found)
-            else ()
-        )
+        # The quotes of a task about quoted text, found once and only when something could use them.
+        quotes: tuple[tuple[int, int], ...] | None = None
+        if quoted.categories and any(hit.category in quoted.categories for _, hit in found):
+            quotes = quoted_task_spans(text)
         if quotes:
             lenient = Action(quoted.action)
             found = [
@@ -320,8 +319,11 @@ class SafetyCore:
             scored = self._classifier.score(normalized.text, category_from=threshold)
             if scored.unsafe >= threshold:
                 action = chosen.action_for(scored.category, Action(spec.action))
-                if action is not None and quoted.categories and self._quoted_only(text, threshold, quoted):
-                    action = Action(quoted.action)
+                if action is not None and quoted.categories:
+                    if quotes is None:
+                        quotes = quoted_task_spans(text)
+                    if quotes and self._quoted_only(text, quotes, threshold, quoted):
+                        action = Action(quoted.action)
                 if action is not None:
                     hit = RuleHit(
                         f"classifier.{scored.category or 'unsafe'}",
@@ -372,17 +374,16 @@ class SafetyCore:
             self._record(tenant_id, request_id, bundle_id, Stage.INPUT, verdict, deciding)
         return verdict
 
-    def _quoted_only(self, text: str, threshold: float, quoted: QuotedSpec) -> bool:
-        """Whether the classifier flagged ``text`` for what it quotes under an analysis task: the
-        quotes alone score in one of ``quoted.categories`` and the words around them do not, on
+    def _quoted_only(
+        self, text: str, quotes: tuple[tuple[int, int], ...], threshold: float, quoted: QuotedSpec
+    ) -> bool:
+        """Whether the classifier flagged ``text`` for what it quotes (``quotes``, the spans of an
+        analysis task's quotes): the quotes alone score in one of ``quoted.categories`` and the words around them do not, on
         their own, flag in one of them ("is this true: “……” I think so, explain why they are
         inferior"). A frame flagged in another category does not count: scored alone, a bare
         instruction such as "rewrite this message politely:" reads to the classifier like a
         request to it, and the rules still check the frame's words."""
         assert self._classifier is not None
-        quotes = quoted_task_spans(text)
-        if not quotes:
-            return False
         quote = normalize("\n".join(text[s:e] for s, e in quotes)).text
         if self._classifier.score(quote).category not in quoted.categories:
             return False

@@ -65,7 +65,7 @@ def quoted_task_spans(text: str) -> tuple[tuple[int, int], ...]:
     )
     if not spans:
         return ()
-    frame = _frame(text, spans)
+    frame = frame_text(text, spans)
     if len(frame) > MAX_FRAME_CHARS:
         return ()
     if _GENERATION.search(frame) or _ENDORSE.search(frame) or not _ANALYSIS.search(frame):
@@ -75,10 +75,6 @@ def quoted_task_spans(text: str) -> tuple[tuple[int, int], ...]:
 
 def frame_text(text: str, spans: tuple[tuple[int, int], ...]) -> str:
     """``text`` with the quoted passages emptied: what the writer asks, without what they quote."""
-    return _frame(text, spans)
-
-
-def _frame(text: str, spans: tuple[tuple[int, int], ...]) -> str:
     parts, pos = [], 0
     for start, end in spans:
         parts.append(text[pos:start])
