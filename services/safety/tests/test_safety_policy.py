@@ -278,6 +278,16 @@ async def test_the_service_warms_a_reloaded_snapshot_before_serving_it(
         ("lenient.yaml", LENIENT + "colour: red\n", "field colour"),
         ("lenient.yaml", LENIENT.replace("types: [cn_mobile]", "types: [shoe_size]"), "unknown PII detector"),
         ("lenient.yaml", LENIENT.replace("thoughts", "missing"), "reasoning_policy"),
+        (
+            "lenient.yaml",
+            LENIENT.replace("insult: review", "insutl: review"),
+            "field categories: no category named 'insutl'",
+        ),
+        (
+            "lenient.yaml",
+            LENIENT + "quoted: {categories: [insults], action: allow}\n",
+            "field quoted.categories",
+        ),
         ("strict.yaml", "name: strict\nversion: [1\n", "line"),
     ],
 )
@@ -336,3 +346,21 @@ def test_a_reload_recompiles_only_the_packs_whose_files_changed(tmp_path: Path) 
     core = SafetyCore(store, SafetyMetrics(CollectorRegistry()), default_policy="strict")
     assert core.check_input("t", "", "你这个笨蛋").policy_version == "strict@1+shop@8"
     assert [h.rule_id for h in core.check_input("t", "", "你这个笨蛋").hits] == ["zh.insult.001"]
+
+
+def test_a_policy_may_name_a_category_its_own_pack_defines(tmp_path: Path) -> None:
+    packs, policies = _dirs(tmp_path)
+    custom = PACK.replace("category: crimes_illegal", "category: brand_safety")
+    (packs / "shop.yaml").write_text(custom)
+    (policies / "lenient.yaml").write_text(LENIENT.replace("insult: review", "brand_safety: review"))
+    store = PolicyStore(packs, policies)
+    core = SafetyCore(
+        store,
+        SafetyMetrics(CollectorRegistry()),
+        audit=ListAudit(),
+        default_policy="lenient",
+        clock=lambda: 1.0,
+    )
+    verdict = core.check_input("acme", "", "where can I sell fake designer bags")
+    assert verdict.action == Action.REVIEW
+    assert [h.category for h in verdict.hits] == ["brand_safety"]

@@ -23,7 +23,7 @@ from aigc_common.config_files import read_yaml_model
 from aigc_common.errors import ConfigError
 from aigc_safety.pii import PII_DETECTORS
 from aigc_safety.rules import PackScanner, RulePack, load_pack
-from aigc_safety.types import Action, Stage
+from aigc_safety.types import CATEGORIES, Action, Stage
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +210,7 @@ def build_policy_set(
         if missing:
             raise ConfigError(f"policy {path}: field packs: no rule pack named {missing[0]!r} in {packs_dir}")
         chosen = tuple(packs[p] for p in spec.packs)
+        _check_categories(path, spec, chosen)
         # Compiled now, so a reload swaps in a ready policy; once per distinct list of packs.
         scanners = compiled.get(tuple(spec.packs))
         if (
@@ -237,6 +238,23 @@ def build_policy_set(
     if not policies:
         raise ConfigError(f"no policy files in {policies_dir}")
     return PolicySet(packs, policies, digests, compiled)
+
+
+def _check_categories(path: Path, spec: PolicySpec, packs: tuple[RulePack, ...]) -> None:
+    """A category name the policy gives that nothing can report (a typo such as ``insutl``) would
+    silently do nothing: refuse it, naming the field. Known are the service's categories (the
+    classifier reports those) and any a pack of the policy defines for its own rules."""
+    known = set(CATEGORIES).union(r.category for pack in packs for r in pack.rules)
+    for where, names in (
+        ("categories", list(spec.categories)),
+        ("quoted.categories", spec.quoted.categories),
+    ):
+        unknown = [c for c in names if c not in known]
+        if unknown:
+            raise ConfigError(
+                f"policy {path}: field {where}: no category named {unknown[0]!r} in its packs or the "
+                f"classifier; known: {sorted(known)}"
+            )
 
 
 def _fingerprint(*folders: Path) -> tuple[tuple[str, int, int], ...]:
