@@ -16,7 +16,7 @@ from aigc_safety import rules as rules_module
 from aigc_safety.normalize import normalize
 from aigc_safety.policy import default_packs_dir
 from aigc_safety.prefilter import trigger_clauses, triggers
-from aigc_safety.rules import PATTERN_LOOKBACK_CHARS, SCAN_LIBRARY, PackScanner, _reach, load_pack
+from aigc_safety.rules import PATTERN_LOOKBACK_CHARS, SCAN_LIBRARY, PackScanner, _facts, load_pack
 from aigc_safety.types import Stage
 
 from .test_rule_pack_categories import BENIGN, EVASIONS, UNSAFE
@@ -201,7 +201,7 @@ def _required_words(rules: tuple[Any, ...]) -> list[frozenset[str]]:
     ],
 )
 def test_windows_reach_as_far_past_a_match_as_its_look_aheads_read(pattern: str, reach: int) -> None:
-    assert _reach(re.compile(pattern, re.IGNORECASE)) == reach
+    assert _facts(re.compile(pattern, re.IGNORECASE)).reach == reach
 
 
 @pytest.mark.skipif(not SCAN_LIBRARY.exists(), reason=NOT_BUILT)

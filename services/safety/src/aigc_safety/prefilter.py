@@ -168,20 +168,19 @@ def _sequence(items: Iterable[tuple[Any, Any]]) -> tuple[Strings | None, Clauses
 PATTERN_FLAGS = re.IGNORECASE | re.UNICODE
 
 
-@functools.lru_cache(maxsize=4096)  # parsed once for the trigger analysis and the width bound
-def parsed(pattern: str, flags: int) -> Any:
-    """``pattern`` parsed by the parser ``re.compile`` uses (read, never changed)."""
-    return sre_parse.parse(pattern, flags)
-
-
 @functools.lru_cache(maxsize=4096)  # a pack's patterns are analysed once for all its stages and policies
 def trigger_clauses(pattern: str) -> tuple[frozenset[str], ...] | None:
     """Sets of case-folded literals such that every match of ``pattern`` contains a member of each,
     most selective first; None when not even one selective set is known."""
     try:
-        tree = parsed(pattern, PATTERN_FLAGS)
+        tree = sre_parse.parse(pattern, PATTERN_FLAGS)
     except re.error:
         return None
+    return clauses_of(tree)
+
+
+def clauses_of(tree: Any) -> tuple[frozenset[str], ...] | None:
+    """:func:`trigger_clauses` of a pattern already parsed by ``re._parser`` (read, never changed)."""
     exact, clauses = _sequence(tree.data)
     found: list[Strings] = []
     words: list[Strings] = []

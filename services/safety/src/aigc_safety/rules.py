@@ -18,7 +18,7 @@ from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import ahocorasick_rs
 import yaml
@@ -26,7 +26,7 @@ import yaml
 from aigc_common.errors import ConfigError
 from aigc_safety.native_library import load_native
 from aigc_safety.normalize import is_cjk, normalize
-from aigc_safety.prefilter import parsed, trigger_clauses
+from aigc_safety.prefilter import clauses_of
 from aigc_safety.types import Action, Stage
 
 log = logging.getLogger(__name__)
@@ -163,11 +163,10 @@ class PackScanner:
             for pattern in rule.patterns:
                 pattern_id = len(self._patterns)
                 self._patterns.append((index, pattern))
-                self._widths.append(_max_width(pattern))
-                self._reaches.append(_reach(pattern))
-                ids = [
-                    clause_ids.setdefault(c, len(clause_ids)) for c in trigger_clauses(pattern.pattern) or ()
-                ]
+                facts = _facts(pattern)
+                self._widths.append(facts.width)
+                self._reaches.append(facts.reach)
+                ids = [clause_ids.setdefault(c, len(clause_ids)) for c in facts.clauses]
                 self._also.append(tuple(ids[1:]))
                 if ids:
                     self._led_by.setdefault(ids[0], []).append(pattern_id)
@@ -331,17 +330,38 @@ class PackScanner:
         return [(self.rules[i], _merged(spans)) for i, spans in sorted(found.items())]
 
 
+class _Facts(NamedTuple):
+    """What the scanner needs to know about one pattern, worked out from its parse tree."""
+
+    clauses: tuple[frozenset[str], ...]  # required sets of trigger words, most selective first
+    width: int | None  # longest match, when bounded by the pack's look-back
+    reach: int  # how far past a match's end it may read
+
+
 @functools.lru_cache(maxsize=4096)  # one analysis per pattern, however many scanners use it
-def _reach(pattern: re.Pattern[str]) -> int:
-    """How far past the end of a match the pattern may read: its widest look-ahead, plus one for
-    ``\\b`` and ``$``; the pack's look-back when that is unbounded, nested or unknown. A window
-    searched for the pattern extends this far past the furthest possible match end."""
+def _facts(pattern: re.Pattern[str]) -> _Facts:
+    """Parses ``pattern`` once and keeps only the facts: a pack's parse trees hold hundreds of
+    thousands of objects, which kept alive would make every full garbage collection of the
+    serving process slow (and building them with the trees alive, the load itself).
+
+    ``reach`` is the widest look-ahead, plus one for ``\\b`` and ``$``; the pack's look-back when
+    that is unbounded, nested or unknown. A window searched for the pattern extends this far past
+    the furthest possible match end."""
     try:
-        tree = parsed(pattern.pattern, pattern.flags)
-        reach = _lookahead_width(tree.data, inside=False)
-    except (re.error, OverflowError, RecursionError):
-        return PATTERN_LOOKBACK_CHARS
-    return min(PATTERN_LOOKBACK_CHARS, reach + 1)
+        tree = sre_parse.parse(pattern.pattern, pattern.flags)
+    except re.error:
+        return _Facts((), None, PATTERN_LOOKBACK_CHARS)
+    try:
+        width: int | None = int(tree.getwidth()[1])
+    except (OverflowError, RecursionError):
+        width = None
+    if width is not None and width > PATTERN_LOOKBACK_CHARS:
+        width = None
+    try:
+        reach = min(PATTERN_LOOKBACK_CHARS, _lookahead_width(tree.data, inside=False) + 1)
+    except (OverflowError, RecursionError):
+        reach = PATTERN_LOOKBACK_CHARS
+    return _Facts(clauses_of(tree) or (), width, reach)
 
 
 def _lookahead_width(items: Any, *, inside: bool) -> int:
@@ -371,16 +391,6 @@ def _subpatterns(value: Any) -> list[Any]:
     return []
 
 
-@functools.lru_cache(maxsize=4096)  # one analysis per pattern, however many scanners use it
-def _max_width(pattern: re.Pattern[str]) -> int | None:
-    """The longest match a pattern can make, when that is bounded by the pack's look-back."""
-    try:
-        width = int(parsed(pattern.pattern, pattern.flags).getwidth()[1])
-    except (re.error, OverflowError, RecursionError):
-        return None
-    return width if width <= PATTERN_LOOKBACK_CHARS else None
-
-
 def _search_near(
     pattern: re.Pattern[str],
     text: str,
@@ -395,7 +405,7 @@ def _search_near(
     Every match contains a trigger, so it lies within ``width`` characters of one; searching those
     windows instead of the whole text is what keeps a 2,000-character check fast when a common
     word triggers a long pattern. A window is cut ``reach`` past the furthest possible match end
-    (room for the pattern's look-aheads, :func:`_reach`) and every match found in a cut window is
+    (room for the pattern's look-aheads, :func:`_facts`) and every match found in a cut window is
     confirmed on the whole text, so the cut never invents a match. A window that does not hold an occurrence of each of the
     pattern's other required sets (``also``: where their words occur) cannot hold a match either.
     """
