@@ -45,6 +45,11 @@ LINES = [
 ]
 
 
+def _write(path: Path, lines: list[dict[str, str]]) -> Path:
+    path.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
 def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     with pytest.raises(SystemExit) as done:
         main(["safety", "eval", *args])
@@ -55,15 +60,13 @@ def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]
 def test_json_report_has_every_group_with_its_figures(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    dataset = tmp_path / "lines.jsonl"
-    dataset.write_text(
-        "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in LINES), encoding="utf-8"
-    )
+    dataset = _write(tmp_path / "lines.jsonl", LINES)
     code, out, err = _run(capsys, "--dataset", str(dataset), "--format", "json")
     assert code == 0, err
     report = json.loads(out.strip().splitlines()[-1])
     assert report["overall"]["n"] == 4
     assert report["overall"]["recall"] == 1.0 and report["overall"]["false_positive_rate"] == 0.0
+    assert "by_source" not in report, "these lines name no source"
     for key in ("by_lang", "by_category", "by_tier"):
         assert report[key], key
         assert all(set(group) >= GROUP_KEYS for group in report[key].values())
@@ -81,11 +84,7 @@ def test_latency_is_also_reported_for_the_lines_the_target_covers(
 ) -> None:
     # The target is p99 per check of up to 2,000 characters; a longer line is timed but kept apart.
     long_line = {"text": "请把这份会议纪要整理成要点。" * 200, "label": "safe", "lang": "zh", "tier": "plain"}
-    dataset = tmp_path / "lines.jsonl"
-    dataset.write_text(
-        "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in [*LINES, long_line]),
-        encoding="utf-8",
-    )
+    dataset = _write(tmp_path / "lines.jsonl", [*LINES, long_line])
     code, out, err = _run(capsys, "--dataset", str(dataset), "--format", "json")
     assert code == 0, err
     latency = json.loads(out.strip().splitlines()[-1])["latency_ms"]
@@ -97,10 +96,7 @@ def test_latency_is_also_reported_for_the_lines_the_target_covers(
 
 
 def test_text_report_is_a_readable_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    dataset = tmp_path / "lines.jsonl"
-    dataset.write_text(
-        "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in LINES), encoding="utf-8"
-    )
+    dataset = _write(tmp_path / "lines.jsonl", LINES)
     code, out, _ = _run(capsys, "--dataset", str(dataset))
     assert code == 0
     assert "by language" in out and "by category" in out and "latency per check" in out
@@ -146,3 +142,40 @@ def test_short_everyday_questions_stay_where_they_were_measured(capsys: pytest.C
         assert cuts[f"{lang}/core"]["recall"] >= 0.85, lang
         assert cuts[f"{lang}/plain"]["false_positive_rate"] <= 0.12, lang
         assert cuts[f"{lang}/tricky"]["false_positive_rate"] <= 0.12, lang
+
+
+def test_the_report_shows_sources_and_whether_a_rule_or_the_classifier_flagged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = [
+        {**LINES[0], "source": "example-org/injections/data/en.csv"},
+        {**LINES[1], "source": "example-org/injections/data/zh.csv"},
+        {**LINES[2], "source": "written-here"},
+        LINES[3],
+    ]
+    dataset = _write(tmp_path / "lines.jsonl", lines)
+    code, out, err = _run(capsys, "--dataset", str(dataset), "--format", "json")
+    assert code == 0, err
+    report = json.loads(out.strip().splitlines()[-1])
+    by_source = report["by_source"]
+    assert set(by_source) == {"example-org/injections", "written-here", "unknown"}
+    assert by_source["example-org/injections"]["n"] == 2
+    assert by_source["example-org/injections"]["recall"] == 1.0
+    # Both attacks are written in the default pack; nothing benign is flagged.
+    assert report["flagged_by"]["en/core"] == {"rules": 1, "classifier_only": 0}
+    assert report["flagged_by"]["zh/core"]["rules"] == 1
+    assert report["flagged_by"]["en/tricky"] == {"rules": 0, "classifier_only": 0}
+    code, out, _ = _run(capsys, "--dataset", str(dataset))
+    assert "by source" in out and "example-org/injections" in out
+    assert "found by a rule / by the classifier alone" in out
+
+
+def test_a_finding_is_the_classifiers_alone_when_no_rule_is_among_its_hits() -> None:
+    from aigc_safety.evaluate import _found_by
+    from aigc_safety.types import Action, RuleHit, Verdict
+
+    classifier = RuleHit("classifier.crimes_illegal", "crimes_illegal", 3, ((0, 9),), 0.91)
+    pii = RuleHit("pii.cn_mobile", "privacy_property", 2, ((3, 14),))
+    rule = RuleHit("en.crime.counterfeit.001", "crimes_illegal", 4, ((0, 9),))
+    assert _found_by(Verdict(Action.BLOCK, "p@1", (classifier, pii))) == "classifier_only"
+    assert _found_by(Verdict(Action.BLOCK, "p@1", (classifier, rule))) == "rules"

@@ -1,9 +1,13 @@
 """``aigc safety eval``: precision, recall, F1 and false-positive rate of input checks on labelled
 JSON lines, overall and per language, category and tier, with latency per check.
 
-A line is ``{"text", "label": "safe" | "unsafe", "category"?, "lang"?, "tier"?}``. A check counts as
-flagging the line when its verdict blocks or sends it to review; redaction of personal data is not
-a safety finding. Checks run one after another on one thread, as one core serves them.
+A line is ``{"text", "label": "safe" | "unsafe", "category"?, "lang"?, "tier"?, "source"?}``. A check
+counts as flagging the line when its verdict blocks or sends it to review; redaction of personal
+data is not a safety finding. Checks run one after another on one thread, as one core serves them.
+
+Beyond the groups the command promises, the report shows where its findings come from: per source
+(when lines name one; ``owner/repo/path`` sources group by ``owner/repo``), and per language and
+tier how many flagged lines a rule found and how many the classifier alone.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ class LabelledText:
     category: str
     lang: str
     tier: str
+    source: str = ""
 
 
 def load_dataset(path: Path) -> list[LabelledText]:
@@ -62,11 +67,31 @@ def load_dataset(path: Path) -> list[LabelledText]:
                     str(raw.get("category") or "unknown"),
                     str(raw.get("lang") or "unknown"),
                     str(raw.get("tier") or "unknown"),
+                    _source_group(raw.get("source")),
                 )
             )
     if not rows:
         raise InvalidArgument(f"{path}: no lines to evaluate", field="dataset")
     return rows
+
+
+def _source_group(source: object) -> str:
+    """``owner/repo/path/...`` (the shared data's form) groups by repository; anything else as is."""
+    if not isinstance(source, str) or not source.strip():
+        return ""
+    parts = source.strip().split("/")
+    return "/".join(parts[:2]) if len(parts) > 2 else source.strip()
+
+
+def _found_by(verdict: Verdict) -> str:
+    """Whether a flagging verdict had a rule among its hits or only the classifier (PII hits are
+    not findings)."""
+    if any(not h.rule_id.startswith(_NOT_RULES) for h in verdict.hits):
+        return "rules"
+    return "classifier_only"
+
+
+_NOT_RULES = ("classifier.", "pii.")
 
 
 def _ratio(num: int, den: int) -> float | None:
@@ -111,11 +136,16 @@ def evaluate(
     """Runs ``check`` on every line and returns the report (the JSON the command prints)."""
     results: list[tuple[LabelledText, bool]] = []
     latencies: list[float] = []
+    found_by: dict[str, dict[str, int]] = {}
     for i, row in enumerate(rows, start=1):
         start = time.perf_counter()
         verdict = check(row.text)
         latencies.append(time.perf_counter() - start)
-        results.append((row, verdict.action in FLAGGED))
+        flagged = verdict.action in FLAGGED
+        results.append((row, flagged))
+        counts = found_by.setdefault(f"{row.lang}/{row.tier}", {"rules": 0, "classifier_only": 0})
+        if flagged:
+            counts[_found_by(verdict)] += 1
         if progress is not None and (i % 500 == 0 or i == len(rows)):
             progress(i, len(rows))
 
@@ -128,7 +158,11 @@ def evaluate(
     ordered = sorted(latencies)
     # The latency target covers checks of up to TARGET_CHARS characters; longer lines count above.
     in_scope = sorted(t for t, row in zip(latencies, rows, strict=True) if len(row.text) <= TARGET_CHARS)
+    extra: dict[str, Any] = {"flagged_by": dict(sorted(found_by.items()))}
+    if any(row.source for row in rows):
+        extra["by_source"] = grouped(lambda r: r.source or "unknown")
     return {
+        **extra,
         "n": len(rows),
         "overall": group_figures([(row.unsafe, flagged) for row, flagged in results]),
         "by_lang": grouped(lambda r: r.lang),
@@ -156,15 +190,18 @@ def _fmt(value: float | None) -> str:
 def format_report(report: dict[str, Any], title: str = "") -> str:
     """The report as aligned text tables."""
     lines = [title] if title else []
-    header = f"{'group':<28} {'n':>5} {'unsafe':>6} {'prec':>5} {'recall':>6} {'f1':>5} {'fpr':>5}"
 
     def table(name: str, groups: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        groups = list(groups)
+        width = max([28, *(len(group) for group, _ in groups)])
         lines.append("")
         lines.append(f"{name}")
-        lines.append(header)
+        lines.append(
+            f"{'group':<{width}} {'n':>5} {'unsafe':>6} {'prec':>5} {'recall':>6} {'f1':>5} {'fpr':>5}"
+        )
         for group, g in groups:
             lines.append(
-                f"{group:<28} {g['n']:>5} {g['unsafe']:>6} {_fmt(g['precision'])} {_fmt(g['recall']):>6} "
+                f"{group:<{width}} {g['n']:>5} {g['unsafe']:>6} {_fmt(g['precision'])} {_fmt(g['recall']):>6} "
                 f"{_fmt(g['f1'])} {_fmt(g['false_positive_rate'])}"
             )
 
@@ -173,6 +210,13 @@ def format_report(report: dict[str, Any], title: str = "") -> str:
     table("by tier", report["by_tier"].items())
     table("by language and tier", report["by_lang_tier"].items())
     table("by category", report["by_category"].items())
+    if "by_source" in report:
+        table("by source", report["by_source"].items())
+    if report.get("flagged_by"):
+        lines.append("")
+        lines.append("flagged lines found by a rule / by the classifier alone")
+        for group, counts in report["flagged_by"].items():
+            lines.append(f"{group:<28} {counts['rules']:>5} / {counts['classifier_only']}")
     lat = report["latency_ms"]
     lines.append("")
     lines.append(
