@@ -4,6 +4,7 @@ reasoning policy, PII modes, hot reload with a broken file, and audit records.""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -364,3 +365,37 @@ def test_a_policy_may_name_a_category_its_own_pack_defines(tmp_path: Path) -> No
     verdict = core.check_input("acme", "", "where can I sell fake designer bags")
     assert verdict.action == Action.REVIEW
     assert [h.category for h in verdict.hits] == ["brand_safety"]
+
+
+async def test_hot_reloads_are_counted_and_a_refused_file_is_visible_to_sres(tmp_path: Path) -> None:
+    packs, policies = _dirs(tmp_path)
+    registry = CollectorRegistry()
+    store = PolicyStore(packs, policies)
+    core = SafetyCore(store, SafetyMetrics(registry), audit=ListAudit(), default_policy="strict")
+
+    def reloads(result: str) -> float:
+        return registry.get_sample_value("aigc_safety_policy_reloads_total", {"result": result}) or 0.0
+
+    def rejected() -> float | None:
+        return registry.get_sample_value("aigc_safety_policy_files_rejected")
+
+    async def until(condition: Callable[[], bool]) -> None:
+        for _ in range(250):
+            if condition():
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError("the reload loop did not get there in 5 s")
+
+    core.watch(0.02)
+    try:
+        (packs / "shop.yaml").write_text(PACK.replace("severity: 4", "severity: 9", 1))
+        await until(lambda: reloads("refused") == 1)
+        await until(lambda: rejected() == 1)
+        assert store.snapshot.policies["strict"].version == "strict@1+shop@7"  # the good one serves
+        (packs / "shop.yaml").write_text(PACK.replace("version: 7", "version: 8"))
+        await until(lambda: reloads("applied") == 1)
+        await until(lambda: rejected() == 0)
+        assert reloads("refused") == 1, "an unchanged broken file is not refused again on every pass"
+    finally:
+        await core.close()
+    assert store.snapshot.policies["strict"].version == "strict@1+shop@8"

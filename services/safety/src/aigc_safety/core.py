@@ -225,9 +225,15 @@ class SafetyCore:
         """Starts hot reload of packs and policies every ``interval_seconds``."""
 
         async def loop() -> None:
+            store, metrics = self._store, self._metrics
             while True:
                 await asyncio.sleep(interval_seconds)
-                await asyncio.to_thread(self._store.reload, self._warm_policies)
+                refusals = store.refusals
+                if await asyncio.to_thread(store.reload, self._warm_policies):
+                    metrics.policy_reloads.labels("applied").inc()
+                elif store.refusals > refusals:
+                    metrics.policy_reloads.labels("refused").inc()
+                metrics.policy_files_rejected.set(1 if store.last_error else 0)
 
         self._watch = asyncio.get_running_loop().create_task(loop())
 

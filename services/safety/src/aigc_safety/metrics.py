@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class SafetyMetrics:
-    """Verdicts by stage, category and action, and how long checks take."""
+    """Verdicts by stage, category and action, how long checks take, and hot reloads."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.verdicts = Counter(
@@ -26,5 +26,16 @@ class SafetyMetrics:
             "aigc_safety_holdback_seconds",
             "Delay the output hold-back window adds: first delta fed to first text released, per answer.",
             buckets=(0.0001, 0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=registry,
+        )
+        self.policy_reloads = Counter(
+            "aigc_safety_policy_reloads_total",
+            "Hot reloads of the pack and policy files: applied, or refused because a file did not load.",
+            ["result"],
+            registry=registry,
+        )
+        self.policy_files_rejected = Gauge(
+            "aigc_safety_policy_files_rejected",
+            "1 while the pack and policy files on disk are refused and the last good snapshot serves.",
             registry=registry,
         )

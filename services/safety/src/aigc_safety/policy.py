@@ -278,6 +278,7 @@ class PolicyStore:
         self._snapshot = build_policy_set(packs_dir, policies_dir, native_scan=native_scan)
         self._print = _fingerprint(packs_dir, policies_dir)
         self.last_error = ""
+        self.refusals = 0  # reloads refused since start
 
     @property
     def snapshot(self) -> PolicySet:
@@ -308,6 +309,7 @@ class PolicyStore:
                 prepare(fresh)
         except Exception as exc:  # a file that loads but cannot scan must not replace a good one
             self.last_error = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
+            self.refusals += 1
             log.warning("safety policy reload refused", extra={"fields": {"error": self.last_error}})
             return False
         self.last_error = ""
