@@ -238,6 +238,21 @@ def test_prompt_injection_is_blocked_without_echoing_it(stack: Stack) -> None:
     assert replies[-1][1].finished.finish_reason == common_pb2.FINISH_REASON_CONTENT_FILTER
 
 
+def test_operators_list_the_safety_rules_the_running_service_applies(stack: Stack) -> None:
+    listing = subprocess.run(
+        [*AIGC, "safety", "rules", "--address", stack.addresses["safety"], "--all", "--format", "json"],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listing.returncode == 0, listing.stderr[-2000:]
+    report = json.loads(listing.stdout)
+    assert report["policy_version"].startswith("default@") and report["reload_error"] == ""
+    ids = {r["rule_id"]: r["action"] for r in report["rules"]}
+    assert ids["zh.injection.ignore_instructions.001"] == "block", "the rule that blocks the injection above"
+
+
 TEMPLATE_RUNS = {
     "product_copy": {"product": "保温杯", "selling_points": "304不锈钢", "language": "zh"},
     "translation": {"text": "本产品采用304不锈钢。", "glossary": "304不锈钢 = 304 stainless steel"},

@@ -4,6 +4,8 @@ reasoning policy, PII modes, hot reload with a broken file, and audit records.""
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +13,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from aigc_common.errors import ConfigError, InvalidArgument
+from aigc_common.metrics import RpcMetrics
+from aigc_common.server import GrpcServer
+from aigc_common.settings import GrpcSettings
 from aigc_safety.audit import AuditRecord
 from aigc_safety.core import SafetyCore
 from aigc_safety.metrics import SafetyMetrics
@@ -18,6 +23,7 @@ from aigc_safety.normalize import NormalizedText
 from aigc_safety.pii import RedactionMap, restore
 from aigc_safety.policy import PolicySet, PolicyStore, build_policy_set
 from aigc_safety.rules import SCAN_LIBRARY
+from aigc_safety.servicer import binding
 from aigc_safety.types import Action, Stage
 
 PACK = """\
@@ -399,3 +405,45 @@ async def test_hot_reloads_are_counted_and_a_refused_file_is_visible_to_sres(tmp
     finally:
         await core.close()
     assert store.snapshot.policies["strict"].version == "strict@1+shop@8"
+
+
+async def _aigc(*args: str) -> tuple[int, str, str]:
+    """Runs the ``aigc`` command line in its own process, as an operator would."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "from aigc_gateway.cli import main; main()",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_operators_see_the_serving_rules_and_a_refused_reload_over_grpc(tmp_path: Path) -> None:
+    core, store = _core(tmp_path)
+    server = GrpcServer("safety", [binding(core)], GrpcSettings(port=0), RpcMetrics(CollectorRegistry()))
+    await server.start()
+    address = f"127.0.0.1:{server.port}"
+    try:
+        code, out, err = await _aigc("safety", "rules", "--address", address, "--tenant", "acme")
+        assert code == 0, err
+        assert out.splitlines()[0] == "policy lenient@2+shop@7: 3 rules"
+        rows = {tuple(line.split()) for line in out.splitlines()[2:]}
+        assert rows == {("crimes_illegal", "block", "1"), ("insult", "review", "1"), ("pii", "redact", "1")}
+
+        (tmp_path / "packs" / "shop.yaml").write_text(PACK.replace("severity: 4", "severity: 9", 1))
+        assert store.reload() is False
+        code, out, err = await _aigc("safety", "rules", "--address", address, "--all", "--format", "json")
+        assert code == 3, "a refused reload fails the command"
+        report = json.loads(out)
+        assert report["policy_version"] == "strict@1+shop@7", "the last good rules are listed"
+        assert "shop.yaml" in report["reload_error"] and "severity" in report["reload_error"]
+        assert "refused" in err and "shop.yaml" in err
+
+        code, out, err = await _aigc("safety", "rules", "--address", address, "--policy", "nosuch")
+        assert code == 1 and out == ""
+        assert "INVALID_ARGUMENT" in err and "nosuch" in err
+    finally:
+        await server.stop(0)

@@ -524,8 +524,14 @@ class ListRulesResponse(_message.Message):
 
     PACK_VERSION_FIELD_NUMBER: _builtins.int
     RULES_FIELD_NUMBER: _builtins.int
+    RELOAD_ERROR_FIELD_NUMBER: _builtins.int
     pack_version: _builtins.str
     """Version of the policy listed, e.g. "default@1+default@2" (policy and its packs)."""
+    reload_error: _builtins.str
+    """Empty when the listed rules are what the packs and policies folders hold. Otherwise the files
+    were changed into something that does not load, the rules above are the last good ones still
+    serving, and this says why the new files were refused (naming the file and field).
+    """
     @_builtins.property
     def rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___RuleInfo]:
         """Sorted by rule id."""
@@ -535,10 +541,11 @@ class ListRulesResponse(_message.Message):
         *,
         pack_version: _builtins.str = ...,
         rules: _abc.Iterable[Global___RuleInfo] | None = ...,
+        reload_error: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["pack_version", b"pack_version", "rules", b"rules"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pack_version", b"pack_version", "reload_error", b"reload_error", "rules", b"rules"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

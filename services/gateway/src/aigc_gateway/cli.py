@@ -5,6 +5,7 @@ aigc health                               health of every service
 aigc chat "question"                      stream an answer from the chat template
 aigc generate --template ID --var k=v     stream an answer from any template
 aigc safety eval --dataset FILE.jsonl     precision/recall/latency of input checks on labelled lines
+aigc safety rules [--tenant T] [--all]    the rules a running safety service applies; exit 3 if a reload was refused
 aigc keygen [--key-id ID]                 a new API key and the hash entry for the tenants file
 aigc batch submit FILE.jsonl --template ID  submit a job and follow it with a progress line
 aigc batch status JOB | results JOB         a job's counts; its results as JSON lines
@@ -27,7 +28,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from aigc_gateway.stack import GATEWAY, NO_INFRA_ENV, SERVICES, ServiceSpec, repo_root, service_env
+from aigc_gateway.stack import GATEWAY, NO_INFRA_ENV, SAFETY, SERVICES, ServiceSpec, repo_root, service_env
 
 
 def _run_dir() -> Path:
@@ -326,6 +327,58 @@ def cmd_safety_eval(args: argparse.Namespace) -> int:
     return run(Path(args.dataset), args.policy, args.format)
 
 
+def cmd_safety_rules(args: argparse.Namespace) -> int:
+    """The rules a running safety service applies for a tenant: the policy version and the count
+    of rules per category and action (every rule with ``--all``). Exits 3 when the packs or
+    policies on the service's disk were refused at its last reload, so a rollout script notices
+    that an edited pack is not what serves."""
+    from aigc.safety.v1 import safety_pb2 as pb
+    from aigc.safety.v1 import safety_pb2_grpc as pb_grpc
+
+    async def fetch() -> pb.ListRulesResponse:
+        async with grpc.aio.insecure_channel(args.address) as channel:
+            request = pb.ListRulesRequest(tenant_id=args.tenant, policy=args.policy)
+            return await pb_grpc.SafetyServiceStub(channel).ListRules(request, timeout=args.timeout)
+
+    try:
+        reply = asyncio.run(fetch())
+    except grpc.aio.AioRpcError as exc:
+        _say(f"safety service at {args.address}: {exc.code().name}: {exc.details()}")
+        return 1
+    rules = [
+        {
+            "rule_id": r.rule_id,
+            "category": r.category,
+            "action": pb.Action.Name(r.action).removeprefix("ACTION_").lower(),
+            "language": r.language,
+            "description": r.description,
+        }
+        for r in reply.rules
+    ]
+    if args.format == "json":
+        report = {"policy_version": reply.pack_version, "reload_error": reply.reload_error, "rules": rules}
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+    else:
+        print(f"policy {reply.pack_version}: {len(rules)} rules")
+        if args.all:
+            for r in rules:
+                print(f"  {r['rule_id']:<48} {r['category']:<26} {r['action']:<7} {r['language']}")
+        else:
+            counts: dict[tuple[str, str], int] = {}
+            for r in rules:
+                counts[r["category"], r["action"]] = counts.get((r["category"], r["action"]), 0) + 1
+            print(f"  {'category':<26} {'action':<7} rules")
+            for (category, action), n in sorted(counts.items()):
+                print(f"  {category:<26} {action:<7} {n:>5}")
+    if reply.reload_error:
+        _say(
+            "the packs or policies on the service's disk were refused at its last reload; the rules "
+            f"above are the last good ones still serving. Reason: {reply.reload_error}"
+        )
+        return 3
+    return 0
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="aigc", description="AIGC Engine command line.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -407,6 +460,18 @@ def main(argv: list[str] | None = None) -> None:
     evaluate.add_argument("--policy", default="", help="policy to evaluate (default: the default policy)")
     evaluate.add_argument("--format", choices=("text", "json"), default="text", help="json: one JSON object")
     evaluate.set_defaults(func=cmd_safety_eval)
+    listing = safety.add_parser(
+        "rules", help="the rules a running safety service applies, and whether its last reload was refused"
+    )
+    listing.add_argument("--address", default=SAFETY.address, help="safety service host:port")
+    listing.add_argument(
+        "--tenant", default="", help="tenant whose policy to list (default: the default policy)"
+    )
+    listing.add_argument("--policy", default="", help="policy to list by name instead of the tenant's")
+    listing.add_argument("--all", action="store_true", help="every rule, not counts per category and action")
+    listing.add_argument("--format", choices=("text", "json"), default="text", help="json: one JSON object")
+    listing.add_argument("--timeout", type=float, default=10, help="seconds to wait for the service")
+    listing.set_defaults(func=cmd_safety_rules)
 
     args = parser.parse_args(argv)
     raise SystemExit(args.func(args))

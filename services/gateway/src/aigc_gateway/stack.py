@@ -48,6 +48,7 @@ SERVICES = (
     ServiceSpec("gateway", 50051, 9101, "aigc.gateway.v1.GatewayService"),
 )
 GATEWAY = SERVICES[-1]
+SAFETY = next(s for s in SERVICES if s.name == "safety")
 
 
 def repo_root() -> Path | None:

@@ -273,6 +273,12 @@ class SafetyCore:
     def classifier_version(self) -> str:
         return self._classifier.version if self._classifier else ""
 
+    @property
+    def reload_error(self) -> str:
+        """Why the packs and policies on disk were refused at the last reload (the last good ones
+        keep serving); empty when what serves is what the folders hold."""
+        return self._store.last_error
+
     def policy(self, tenant_id: str, name: str = "", field: str = "policy") -> Policy:
         """The policy a request names, else the tenant's, else the default."""
         chosen = name or self._tenant_policies.get(tenant_id) or self._default_policy

@@ -55,6 +55,7 @@ class SafetyServicer(pb_grpc.SafetyServiceServicer):
         return pb.ListRulesResponse(
             pack_version=policy.version,
             rules=[rule_info_to_pb(r) for r in self._core.list_rules(request.tenant_id, request.policy)],
+            reload_error=self._core.reload_error,
         )
 
 
