@@ -379,19 +379,26 @@ def test_prometheus_scrapes_every_service(
             'aigc_rpc_duration_seconds_count{service="gateway",method="Generate",code="OK"}'
         )
         up = urllib.parse.quote('up{job="aigc"} == 1')
+        # What an SRE alerts on for safety rule rollouts: both series are there from the start.
+        reloads = urllib.parse.quote(
+            'aigc_safety_policy_files_rejected == 0 and on() aigc_safety_policy_reloads_total{result="refused"} == 0'
+        )
         deadline = time.monotonic() + 30
         found: list[object] = []
         healthy: list[object] = []
-        while time.monotonic() < deadline and not (found and len(healthy) == len(metrics_ports)):
+        safety: list[object] = []
+        while time.monotonic() < deadline and not (found and safety and len(healthy) == len(metrics_ports)):
             time.sleep(0.5)
             try:
                 base = f"http://127.0.0.1:{port}/api/v1/query?query="
                 found = json.load(urllib.request.urlopen(base + query, timeout=2))["data"]["result"]
                 healthy = json.load(urllib.request.urlopen(base + up, timeout=2))["data"]["result"]
+                safety = json.load(urllib.request.urlopen(base + reloads, timeout=2))["data"]["result"]
             except OSError:
                 continue
         assert found, "Prometheus never saw the gateway's Generate calls"
         assert len(healthy) == len(metrics_ports), "some service's /metrics was not scraped"
+        assert safety, "the safety policy reload series are not scraped (or a reload was refused)"
     finally:
         server.terminate()
         server.wait(timeout=20)

@@ -34,6 +34,8 @@ class SafetyMetrics:
             ["result"],
             registry=registry,
         )
+        for result in ("applied", "refused"):  # both series exist from start, so rate() and alerts see 0
+            self.policy_reloads.labels(result)
         self.policy_files_rejected = Gauge(
             "aigc_safety_policy_files_rejected",
             "1 while the pack and policy files on disk are refused and the last good snapshot serves.",
