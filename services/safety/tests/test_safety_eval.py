@@ -179,3 +179,35 @@ def test_a_finding_is_the_classifiers_alone_when_no_rule_is_among_its_hits() -> 
     rule = RuleHit("en.crime.counterfeit.001", "crimes_illegal", 4, ((0, 9),))
     assert _found_by(Verdict(Action.BLOCK, "p@1", (classifier, pii))) == "classifier_only"
     assert _found_by(Verdict(Action.BLOCK, "p@1", (classifier, rule))) == "rules"
+
+
+def test_the_lines_a_policy_got_wrong_can_be_written_for_the_operator(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    distress = {
+        "text": "I often feel anxious before meetings at work.",
+        "label": "unsafe",
+        "category": "mental_health",
+        "lang": "en",
+        "tier": "soft",
+    }
+    mislabelled = {**LINES[0], "label": "safe", "category": "benign_general", "tier": "plain"}
+    dataset = _write(tmp_path / "lines.jsonl", [*LINES, distress, mislabelled])
+    errors = tmp_path / "wrong.jsonl"
+    code, out, err = _run(capsys, "--dataset", str(dataset), "--format", "json", "--errors", str(errors))
+    assert code == 0, err
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["overall"]["n"] == 6 and report["overall"]["recall"] == round(2 / 3, 4)
+    wrong = [json.loads(line) for line in errors.read_text(encoding="utf-8").splitlines()]
+    assert [(w["text"], w["outcome"]) for w in wrong] == [
+        (distress["text"], "missed"),
+        (mislabelled["text"], "false_positive"),
+    ], "only the two lines the verdicts disagree with, in file order"
+    missed, flagged = wrong
+    assert missed["action"] == "allow" and missed["hits"] == [] and missed["tier"] == "soft"
+    assert 0.0 <= missed["classifier_score"] < 0.5, "how far below the threshold the miss was"
+    assert flagged["action"] == "block" and flagged["label"] == "safe"
+    assert any(h["rule_id"].startswith("en.injection") for h in flagged["hits"])
+    assert errors.stat().st_mode & 0o777 == 0o600, "it holds the texts: owner only"
+    assert "wrote 1 missed unsafe lines and 1 flagged safe lines" in err
+    assert distress["text"] not in err and distress["text"] not in out, "texts go to the file only"

@@ -324,7 +324,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 def cmd_safety_eval(args: argparse.Namespace) -> int:
     from aigc_safety.evaluate import run
 
-    return run(Path(args.dataset), args.policy, args.format)
+    return run(Path(args.dataset), args.policy, args.format, Path(args.errors) if args.errors else None)
 
 
 def cmd_safety_rules(args: argparse.Namespace) -> int:
@@ -459,6 +459,13 @@ def main(argv: list[str] | None = None) -> None:
     evaluate.add_argument("--dataset", required=True, help="JSON lines with text and label (safe|unsafe)")
     evaluate.add_argument("--policy", default="", help="policy to evaluate (default: the default policy)")
     evaluate.add_argument("--format", choices=("text", "json"), default="text", help="json: one JSON object")
+    evaluate.add_argument(
+        "--errors",
+        default="",
+        metavar="FILE",
+        help="also write the lines the policy got wrong (missed, flagged safe) with their hits and "
+        "classifier score to FILE as JSON lines (it holds the texts; created mode 600)",
+    )
     evaluate.set_defaults(func=cmd_safety_eval)
     listing = safety.add_parser(
         "rules", help="the rules a running safety service applies, and whether its last reload was refused"

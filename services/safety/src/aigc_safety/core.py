@@ -273,6 +273,13 @@ class SafetyCore:
     def classifier_version(self) -> str:
         return self._classifier.version if self._classifier else ""
 
+    def classifier_score(self, text: str) -> float | None:
+        """The classifier's unsafe score for a text (None without a classifier): for tools that
+        show how close a verdict was, not for deciding one."""
+        if self._classifier is None:
+            return None
+        return self._classifier.score(normalize(text).text).unsafe
+
     @property
     def reload_error(self) -> str:
         """Why the packs and policies on disk were refused at the last reload (the last good ones

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -137,8 +138,10 @@ def evaluate(
     check: Callable[[str], Verdict],
     *,
     progress: Callable[[int, int], None] | None = None,
+    wrong: Callable[[LabelledText, Verdict], None] | None = None,
 ) -> dict[str, Any]:
-    """Runs ``check`` on every line and returns the report (the JSON the command prints)."""
+    """Runs ``check`` on every line and returns the report (the JSON the command prints).
+    ``wrong`` is called, outside the timed check, for each line whose verdict disagrees with its label."""
     results: list[tuple[LabelledText, bool]] = []
     latencies: list[float] = []
     found_by: dict[str, dict[str, int]] = {}
@@ -148,6 +151,8 @@ def evaluate(
         latencies.append(time.perf_counter() - start)
         flagged = verdict.action in FLAGGED
         results.append((row, flagged))
+        if wrong is not None and flagged != row.unsafe:
+            wrong(row, verdict)
         counts = found_by.setdefault(row.lang_tier, {"rules": 0, "classifier_only": 0})
         if flagged:
             counts[_found_by(verdict)] += 1
@@ -241,6 +246,54 @@ def progress_to_stderr(done: int, total: int) -> None:
     print(f"[safety eval] {done}/{total} checked", file=sys.stderr, flush=True)
 
 
+class ErrorsFile:
+    """Writes the lines a policy got wrong to a JSON-lines file the operator named, to find the
+    gaps a rule could close and the benign phrasings it must not touch: the line's own fields,
+    ``outcome`` (``missed`` or ``false_positive``), the verdict's action and hits (rule id,
+    category, score), and the classifier's unsafe score for the text (for a miss: how far below
+    the threshold it was). The file holds the dataset's texts, so it is created readable by its
+    owner only; nothing of it is printed or logged."""
+
+    def __init__(self, path: Path, score: Callable[[str], float | None]) -> None:
+        self._path = path
+        self._score = score
+        self._file = open(path, "w", encoding="utf-8", opener=lambda p, flags: os.open(p, flags, 0o600))  # noqa: SIM115 (closed by close())
+        os.chmod(path, 0o600)  # also when it was there before, with wider permissions
+        self.missed = 0
+        self.false_positives = 0
+
+    def __call__(self, row: LabelledText, verdict: Verdict) -> None:
+        score = self._score(row.text)
+        record = {
+            "text": row.text,
+            "label": "unsafe" if row.unsafe else "safe",
+            "category": row.category,
+            "lang": row.lang,
+            "tier": row.tier,
+            "source": row.source,
+            "outcome": "missed" if row.unsafe else "false_positive",
+            "action": verdict.action.value,
+            "hits": [
+                {"rule_id": h.rule_id, "category": h.category, **({"score": h.score} if h.score else {})}
+                for h in verdict.hits
+            ],
+            "classifier_score": None if score is None else round(score, 4),
+        }
+        if row.unsafe:
+            self.missed += 1
+        else:
+            self.false_positives += 1
+        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    def close(self) -> None:
+        self._file.close()
+        print(
+            f"[safety eval] wrote {self.missed} missed unsafe lines and {self.false_positives} "
+            f"flagged safe lines to {self._path}",
+            file=sys.stderr,
+        )
+
+
 class _DiscardAudit:
     """Evaluation checks are not requests: their verdicts are not audit records."""
 
@@ -248,9 +301,10 @@ class _DiscardAudit:
         return None
 
 
-def run(dataset: Path, policy: str = "", output_format: str = "text") -> int:
+def run(dataset: Path, policy: str = "", output_format: str = "text", errors: Path | None = None) -> int:
     """The command: builds the safety core from ``AIGC_SAFETY_*`` settings (packs, policies,
-    classifier) in this process, evaluates, prints. Returns the exit code."""
+    classifier) in this process, evaluates, prints; with ``errors``, also writes the lines it got
+    wrong there (see :class:`ErrorsFile`). Returns the exit code."""
     from prometheus_client import CollectorRegistry
 
     from aigc_common.errors import ConfigError
@@ -277,6 +331,7 @@ def run(dataset: Path, policy: str = "", output_format: str = "text") -> int:
         )
         chosen = core.policy("", policy)
         rows = load_dataset(dataset)
+        wrong = ErrorsFile(errors, core.classifier_score) if errors is not None else None
     except (ConfigError, InvalidArgument, OSError) as exc:
         print(f"aigc safety eval: {exc}", file=sys.stderr)
         return 2
@@ -288,9 +343,16 @@ def run(dataset: Path, policy: str = "", output_format: str = "text") -> int:
     # As the service does at start-up: the one-time work of first checks stays out of the figures.
     core.warm_up()
     core.check_input("eval", chosen.name, "warm up")
-    report = evaluate(
-        rows, lambda text: core.check_input("eval", chosen.name, text), progress=progress_to_stderr
-    )
+    try:
+        report = evaluate(
+            rows,
+            lambda text: core.check_input("eval", chosen.name, text),
+            progress=progress_to_stderr,
+            wrong=wrong,
+        )
+    finally:
+        if wrong is not None:
+            wrong.close()
     report["policy_version"] = chosen.version
     report["classifier_version"] = core.classifier_version
     if output_format == "json":
