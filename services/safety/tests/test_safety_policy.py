@@ -4,8 +4,10 @@ reasoning policy, PII modes, hot reload with a broken file, and audit records.""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import sys
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from aigc_common.metrics import RpcMetrics
 from aigc_common.server import GrpcServer
 from aigc_common.settings import GrpcSettings
 from aigc_safety.audit import AuditRecord
-from aigc_safety.core import SafetyCore
+from aigc_safety.core import SafetyCore, freeze_long_lived
 from aigc_safety.metrics import SafetyMetrics
 from aigc_safety.normalize import NormalizedText
 from aigc_safety.pii import RedactionMap, restore
@@ -447,3 +449,29 @@ async def test_operators_see_the_serving_rules_and_a_refused_reload_over_grpc(tm
         assert "INVALID_ARGUMENT" in err and "nosuch" in err
     finally:
         await server.stop(0)
+
+
+async def test_a_reloaded_snapshot_is_frozen_and_the_replaced_one_is_freed(tmp_path: Path) -> None:
+    """gc.freeze keeps full collections off the long-lived objects; a frozen snapshot is only
+    freed by reference counting, so a reference cycle in one would leak a snapshot per reload."""
+    core, store = _core(tmp_path)
+    old = weakref.ref(store.snapshot)
+    try:
+        freeze_long_lived()
+        frozen_at_start = gc.get_freeze_count()
+        assert frozen_at_start > 0
+        core.watch(0.02, freeze=True)
+        (tmp_path / "packs" / "shop.yaml").write_text(PACK.replace("version: 7", "version: 8"))
+        for _ in range(250):
+            if (
+                store.snapshot.policies["strict"].version.endswith("@8")
+                and gc.get_freeze_count() > frozen_at_start
+            ):
+                break
+            await asyncio.sleep(0.02)
+        await core.close()
+        assert store.snapshot.policies["strict"].version == "strict@1+shop@8"
+        assert gc.get_freeze_count() > frozen_at_start, "the new snapshot was frozen after the swap"
+        assert old() is None, "the replaced snapshot was freed without a collection (no cycles)"
+    finally:
+        gc.unfreeze()

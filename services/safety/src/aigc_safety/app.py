@@ -14,7 +14,7 @@ from aigc_common.server import ServiceBinding
 from aigc_safety.adapters.kafka_audit import KafkaAuditSink
 from aigc_safety.audit import AuditSink, LogAuditSink
 from aigc_safety.classifier import SafetyClassifier
-from aigc_safety.core import SafetyCore
+from aigc_safety.core import SafetyCore, freeze_long_lived
 from aigc_safety.metrics import SafetyMetrics
 from aigc_safety.normalize import folding_path, use_native_fold
 from aigc_safety.policy import PolicyStore
@@ -55,8 +55,10 @@ async def build_core(
     started = time.perf_counter()
     await asyncio.to_thread(core.warm_up)
     log.info("safety core warmed up in %.2f s", time.perf_counter() - started)
+    if settings.gc_freeze:
+        freeze_long_lived()
     if settings.reload_interval_seconds > 0:
-        core.watch(settings.reload_interval_seconds)
+        core.watch(settings.reload_interval_seconds, freeze=settings.gc_freeze)
     return core
 
 

@@ -188,12 +188,9 @@ class PackScanner:
                 for word in clause:
                     leads.setdefault(word, []).append(clause_id)
         vocabulary = sorted(set(keywords) | set(word_ids))
+        self._vocabulary = vocabulary
         if vocabulary:
-            # Every occurrence of every word, overlapping ones included; a match's index names
-            # the word, and _values[index] says what the word is for.
-            self._automaton = ahocorasick_rs.AhoCorasick(
-                vocabulary, matchkind=ahocorasick_rs.MatchKind.Standard
-            )
+            # _values[index] says what the automaton's word ``index`` is for.
             self._values = [
                 (
                     len(word),
@@ -273,7 +270,15 @@ class PackScanner:
         led: dict[int, list[tuple[int, int]]] = {}  # leading required set -> where its words occur
         words: dict[int, list[tuple[int, int]]] = {}  # word of a required set -> where it occurs
         n = len(normalized)
-        if self._automaton is not None and n > pos:
+        if self._vocabulary and n > pos:
+            if self._automaton is None:
+                # Built on first use: where the compiled pass scans, it is never needed (and its
+                # build holds the interpreter lock for tens of milliseconds on every reload).
+                # Every occurrence of every word, overlapping ones included; a match's index
+                # names the word.
+                self._automaton = ahocorasick_rs.AhoCorasick(
+                    self._vocabulary, matchkind=ahocorasick_rs.MatchKind.Standard
+                )
             # Patterns report matches that start at or after ``pos`` (as Rule.find does), and a
             # match contains its required words, so only the text from ``pos`` on is searched: a
             # streaming check costs the new text plus the look-back, not the whole answer again.
