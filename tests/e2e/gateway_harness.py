@@ -172,7 +172,8 @@ async def start_gateway(
     runtime = ProcessRuntime("e2e-gateway", gateway_settings, registry)
     prompt = await build_prompt(PromptSettings(reload_interval_seconds=0, tokenizer_path=model_path), runtime)
     safety = await build_safety(
-        SafetySettings(packs_dir=packs, policies_dir=policies, reload_interval_seconds=0), runtime
+        SafetySettings(packs_dir=packs, policies_dir=policies, reload_interval_seconds=0, gc_freeze=False),
+        runtime,
     )
     cache = await build_cache(CacheSettings(store="redis", redis=redis), runtime)
     inference = await build_inference(

@@ -67,7 +67,7 @@ async def stub(
     prompt = await build_prompt(
         PromptSettings(reload_interval_seconds=0, tokenizer_path=cpu_model_path), runtime
     )
-    safety = await build_safety(SafetySettings(reload_interval_seconds=0), runtime)
+    safety = await build_safety(SafetySettings(reload_interval_seconds=0, gc_freeze=False), runtime)
     cache = CacheCore(
         MemoryStore(), CacheMetrics(registry), key_prefix="t:", default_ttl_seconds=60, max_answer_chars=9999
     )

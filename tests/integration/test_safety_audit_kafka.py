@@ -39,7 +39,10 @@ async def test_blocked_and_redacted_inputs_and_a_stopped_answer_are_audited_on_k
     topic = Topics.with_prefix(f"{unique_name}-").safety_audit
     assert ensure_topics(kafka, [topic], partitions=1) == [topic]
     settings = SafetySettings(
-        kafka=kafka, audit=AuditSettings(sink="kafka", topic=topic), reload_interval_seconds=0
+        kafka=kafka,
+        audit=AuditSettings(sink="kafka", topic=topic),
+        reload_interval_seconds=0,
+        gc_freeze=False,  # frozen objects that later become cyclic garbage would outlive the test
     )
     sink, close_sink = audit_sink(settings)
     runtime = ProcessRuntime("safety-test", settings, CollectorRegistry())
