@@ -248,8 +248,8 @@ def progress_to_stderr(done: int, total: int) -> None:
 
 class ErrorsFile:
     """Writes the lines a policy got wrong to a JSON-lines file the operator named, to find the
-    gaps a rule could close and the benign phrasings it must not touch: the line's own fields,
-    ``outcome`` (``missed`` or ``false_positive``), the verdict's action and hits (rule id,
+    gaps a rule could close and the benign phrasings it must not touch: the line's own fields
+    (``source`` grouped as in ``by_source``), ``outcome`` (``missed`` or ``false_positive``), the verdict's action and hits (rule id,
     category, score), and the classifier's unsafe score for the text (for a miss: how far below
     the threshold it was). The file holds the dataset's texts, so it is created readable by its
     owner only; nothing of it is printed or logged."""
