@@ -451,6 +451,49 @@ async def test_operators_see_the_serving_rules_and_a_refused_reload_over_grpc(tm
         await server.stop(0)
 
 
+async def test_a_policy_author_checks_a_text_on_the_running_service(tmp_path: Path) -> None:
+    audit = ListAudit()
+    core, _ = _core(tmp_path, audit)
+    server = GrpcServer("safety", [binding(core)], GrpcSettings(port=0), RpcMetrics(CollectorRegistry()))
+    await server.start()
+    address = f"127.0.0.1:{server.port}"
+    try:
+        text = "where can I sell fake designer bags, call 13800138000"
+        code, out, err = await _aigc("safety", "check", "--address", address, "--tenant", "acme", text)
+        assert code == 0, err
+        lines = out.splitlines()
+        assert lines[0] == "block under lenient@2+shop@7"
+        assert lines[1].split()[:2] == ["en.crime.counterfeit.001", "crimes_illegal"]
+        start = text.index("sell fake designer bags")
+        assert lines[1].endswith(f"at {start}-{start + 23}"), "the span of the matched words"
+        assert any(line.split()[0] == "pii.cn_mobile" for line in lines[2:] if line.startswith("  "))
+        assert "fake designer bags" not in lines[-1], "the caller's message does not echo the match"
+        assert [(r.tenant_id, r.action) for r in audit.records] == [("acme", "block")]
+        assert audit.records[0].request_id.startswith("aigc-cli-")
+
+        code, out, err = await _aigc(
+            "safety",
+            "check",
+            "--address",
+            address,
+            "--tenant",
+            "acme",
+            "--format",
+            "json",
+            "这款保温杯真好用",
+        )
+        assert code == 0, err
+        assert json.loads(out) == {
+            "action": "allow",
+            "policy_version": "lenient@2+shop@7",
+            "hits": [],
+            "message": "",
+            "redacted_text": "",
+        }
+    finally:
+        await server.stop(0)
+
+
 async def test_a_reloaded_snapshot_is_frozen_and_the_replaced_one_is_freed(tmp_path: Path) -> None:
     """gc.freeze keeps full collections off the long-lived objects; a frozen snapshot is only
     freed by reference counting, so a reference cycle in one would leak a snapshot per reload."""

@@ -6,6 +6,7 @@ aigc chat "question"                      stream an answer from the chat templat
 aigc generate --template ID --var k=v     stream an answer from any template
 aigc safety eval --dataset FILE.jsonl     precision/recall/latency of input checks on labelled lines
 aigc safety rules [--tenant T] [--all]    the rules a running safety service applies; exit 3 if a reload was refused
+aigc safety check [--tenant T] "text"     one input check on a running safety service: action, rules, spans
 aigc keygen [--key-id ID]                 a new API key and the hash entry for the tenants file
 aigc batch submit FILE.jsonl --template ID  submit a job and follow it with a progress line
 aigc batch status JOB | results JOB         a job's counts; its results as JSON lines
@@ -327,29 +328,93 @@ def cmd_safety_eval(args: argparse.Namespace) -> int:
     return run(Path(args.dataset), args.policy, args.format, Path(args.errors) if args.errors else None)
 
 
+def _safety_call(args: argparse.Namespace, method: str, request: Any) -> Any:
+    """One unary call to the safety service at ``args.address``; None (and the status said on
+    stderr) when it fails."""
+    from aigc.safety.v1 import safety_pb2_grpc as pb_grpc
+
+    async def call() -> Any:
+        async with grpc.aio.insecure_channel(args.address) as channel:
+            stub = pb_grpc.SafetyServiceStub(channel)
+            return await getattr(stub, method)(request, timeout=args.timeout)
+
+    try:
+        return asyncio.run(call())
+    except grpc.aio.AioRpcError as exc:
+        _say(f"safety service at {args.address}: {exc.code().name}: {exc.details()}")
+        return None
+
+
+def _action_name(action: int) -> str:
+    from aigc.safety.v1 import safety_pb2 as pb
+
+    return str(pb.Action.Name(pb.Action.ValueType(action))).removeprefix("ACTION_").lower()
+
+
+def cmd_safety_check(args: argparse.Namespace) -> int:
+    """Checks one text as an input under a tenant's policy on a running safety service and prints
+    the verdict: action, policy version, each hit with its rule, category and spans, the message a
+    caller would see. For a policy author trying a pack change end to end; a verdict other than
+    allow is audited like any request's (request id ``aigc-cli-...``)."""
+    import uuid
+
+    from aigc.safety.v1 import safety_pb2 as pb
+
+    text = sys.stdin.read() if args.text == "-" else args.text
+    request = pb.CheckInputRequest(
+        tenant_id=args.tenant, policy=args.policy, text=text, request_id=f"aigc-cli-{uuid.uuid4().hex[:12]}"
+    )
+    reply = _safety_call(args, "CheckInput", request)
+    if reply is None:
+        return 1
+    verdict = reply.verdict
+    hits = [
+        {
+            "rule_id": h.rule_id,
+            "category": h.category,
+            "severity": h.severity,
+            "spans": [[s.start, s.end] for s in h.spans],
+            **({"score": round(h.score, 4)} if h.score else {}),
+        }
+        for h in verdict.hits
+    ]
+    if args.format == "json":
+        report = {
+            "action": _action_name(verdict.action),
+            "policy_version": verdict.policy_version,
+            "hits": hits,
+            "message": verdict.message,
+            "redacted_text": verdict.redacted_text,
+        }
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+        return 0
+    print(f"{_action_name(verdict.action)} under {verdict.policy_version}")
+    for h in hits:
+        spans = ", ".join(f"{a}-{b}" for a, b in h["spans"])
+        score = f" score {h['score']:.3f}" if "score" in h else ""
+        print(f"  {h['rule_id']:<48} {h['category']:<26} severity {h['severity']}{score} at {spans}")
+    if verdict.message:
+        print(f"message: {verdict.message}")
+    if verdict.redacted_text:
+        print(f"redacted: {verdict.redacted_text}")
+    return 0
+
+
 def cmd_safety_rules(args: argparse.Namespace) -> int:
     """The rules a running safety service applies for a tenant: the policy version and the count
     of rules per category and action (every rule with ``--all``). Exits 3 when the packs or
     policies on the service's disk were refused at its last reload, so a rollout script notices
     that an edited pack is not what serves."""
     from aigc.safety.v1 import safety_pb2 as pb
-    from aigc.safety.v1 import safety_pb2_grpc as pb_grpc
 
-    async def fetch() -> pb.ListRulesResponse:
-        async with grpc.aio.insecure_channel(args.address) as channel:
-            request = pb.ListRulesRequest(tenant_id=args.tenant, policy=args.policy)
-            return await pb_grpc.SafetyServiceStub(channel).ListRules(request, timeout=args.timeout)
-
-    try:
-        reply = asyncio.run(fetch())
-    except grpc.aio.AioRpcError as exc:
-        _say(f"safety service at {args.address}: {exc.code().name}: {exc.details()}")
+    reply = _safety_call(args, "ListRules", pb.ListRulesRequest(tenant_id=args.tenant, policy=args.policy))
+    if reply is None:
         return 1
     rules = [
         {
             "rule_id": r.rule_id,
             "category": r.category,
-            "action": pb.Action.Name(r.action).removeprefix("ACTION_").lower(),
+            "action": _action_name(r.action),
             "language": r.language,
             "description": r.description,
         }
@@ -470,15 +535,21 @@ def main(argv: list[str] | None = None) -> None:
     listing = safety.add_parser(
         "rules", help="the rules a running safety service applies, and whether its last reload was refused"
     )
-    listing.add_argument("--address", default=SAFETY.address, help="safety service host:port")
-    listing.add_argument(
-        "--tenant", default="", help="tenant whose policy to list (default: the default policy)"
-    )
-    listing.add_argument("--policy", default="", help="policy to list by name instead of the tenant's")
     listing.add_argument("--all", action="store_true", help="every rule, not counts per category and action")
-    listing.add_argument("--format", choices=("text", "json"), default="text", help="json: one JSON object")
-    listing.add_argument("--timeout", type=float, default=10, help="seconds to wait for the service")
     listing.set_defaults(func=cmd_safety_rules)
+    checking = safety.add_parser(
+        "check", help="check one text as an input on a running safety service and print the verdict"
+    )
+    checking.add_argument("text", help="the text to check; - reads it from stdin")
+    checking.set_defaults(func=cmd_safety_check)
+    for p in (listing, checking):
+        p.add_argument("--address", default=SAFETY.address, help="safety service host:port")
+        p.add_argument(
+            "--tenant", default="", help="tenant whose policy applies (default: the default policy)"
+        )
+        p.add_argument("--policy", default="", help="policy by name instead of the tenant's")
+        p.add_argument("--format", choices=("text", "json"), default="text", help="json: one JSON object")
+        p.add_argument("--timeout", type=float, default=10, help="seconds to wait for the service")
 
     args = parser.parse_args(argv)
     raise SystemExit(args.func(args))
