@@ -168,10 +168,10 @@ def _sequence(items: Iterable[tuple[Any, Any]]) -> tuple[Strings | None, Clauses
 PATTERN_FLAGS = re.IGNORECASE | re.UNICODE
 
 
-@functools.lru_cache(maxsize=4096)  # a pack's patterns are analysed once for all its stages and policies
 def trigger_clauses(pattern: str) -> tuple[frozenset[str], ...] | None:
     """Sets of case-folded literals such that every match of ``pattern`` contains a member of each,
-    most selective first; None when not even one selective set is known."""
+    most selective first; None when not even one selective set is known. (The scanner reads them
+    from the parse tree it already has, through :func:`clauses_of`.)"""
     try:
         tree = sre_parse.parse(pattern, PATTERN_FLAGS)
     except re.error:
