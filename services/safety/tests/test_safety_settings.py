@@ -25,8 +25,14 @@ def test_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
         load_settings(SafetySettings)
 
 
+def test_an_empty_facts_cache_setting_turns_the_cache_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings(SafetySettings).facts_cache is not None, "on by default"
+    monkeypatch.setenv("AIGC_SAFETY_FACTS_CACHE", "")
+    assert load_settings(SafetySettings).facts_cache is None
+
+
 async def test_build_core_loads_the_shipped_pack() -> None:
-    settings = SafetySettings()
+    settings = SafetySettings(gc_freeze=False)  # the test process keeps its garbage collectable
     core = await build_core(settings, ProcessRuntime("safety", settings))
     assert core.policy_version.startswith("default@")
     await core.close()

@@ -30,7 +30,11 @@ async def build_core(
     """Loads packs, policies and the classifier; a broken file fails start-up naming file and field."""
     use_native_fold(settings.fold_native)
     store = await asyncio.to_thread(
-        PolicyStore, settings.packs_dir, settings.policies_dir, native_scan=settings.scanner_native
+        PolicyStore,
+        settings.packs_dir,
+        settings.policies_dir,
+        native_scan=settings.scanner_native,
+        facts_cache=settings.facts_cache,
     )
     log.info("safety policies loaded (%s rule scan, %s fold)", store.scanning_path, folding_path())
     classifier = (

@@ -320,7 +320,12 @@ def run(dataset: Path, policy: str = "", output_format: str = "text", errors: Pa
         settings = load_settings(SafetySettings)
         use_native_fold(settings.fold_native)
         core = SafetyCore(
-            PolicyStore(settings.packs_dir, settings.policies_dir, native_scan=settings.scanner_native),
+            PolicyStore(
+                settings.packs_dir,
+                settings.policies_dir,
+                native_scan=settings.scanner_native,
+                facts_cache=settings.facts_cache,
+            ),
             SafetyMetrics(CollectorRegistry()),
             classifier=SafetyClassifier.load(settings.classifier_path, use_native=settings.classifier_native)
             if settings.classifier_enabled

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from aigc_common.config_files import read_yaml_model
 from aigc_common.errors import ConfigError
 from aigc_safety.pii import PII_DETECTORS
-from aigc_safety.rules import PackScanner, RulePack, load_pack
+from aigc_safety.rules import PackScanner, RulePack, load_pack, load_pattern_facts, save_pattern_facts
 from aigc_safety.types import CATEGORIES, Action, Stage
 
 log = logging.getLogger(__name__)
@@ -271,11 +271,24 @@ class PolicyStore:
     swaps in the new snapshot only if every file is valid; otherwise the error is kept in
     ``snapshot.errors`` and logged, and the last good snapshot keeps serving."""
 
-    def __init__(self, packs_dir: Path, policies_dir: Path, *, native_scan: bool = True) -> None:
+    def __init__(
+        self,
+        packs_dir: Path,
+        policies_dir: Path,
+        *,
+        native_scan: bool = True,
+        facts_cache: Path | None = None,
+    ) -> None:
+        """``facts_cache``: a file where the analysis of each pattern is kept between loads
+        (:func:`aigc_safety.rules.load_pattern_facts`); None works everything out each time."""
         self._packs_dir = packs_dir
         self._policies_dir = policies_dir
         self._native_scan = native_scan
+        self._facts_cache = facts_cache
+        if facts_cache is not None:
+            load_pattern_facts(facts_cache)
         self._snapshot = build_policy_set(packs_dir, policies_dir, native_scan=native_scan)
+        self._save_facts()
         self._print = _fingerprint(packs_dir, policies_dir)
         self.last_error = ""
         self.refusals = 0  # reloads refused since start
@@ -283,6 +296,10 @@ class PolicyStore:
     @property
     def snapshot(self) -> PolicySet:
         return self._snapshot
+
+    def _save_facts(self) -> None:
+        if self._facts_cache is not None:
+            save_pattern_facts(self._facts_cache, tuple(self._snapshot.packs.values()))
 
     @property
     def scanning_path(self) -> str:
@@ -314,6 +331,7 @@ class PolicyStore:
             return False
         self.last_error = ""
         self._snapshot = fresh
+        self._save_facts()
         log.info(
             "safety policies reloaded",
             extra={"fields": {"policies": sorted(p.version for p in fresh.policies.values())}},

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import hashlib
+import json
 import logging
+import os
 import re
 import re._constants as sre
 import re._parser as sre_parse
+import sys
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,6 +28,7 @@ import ahocorasick_rs
 import yaml
 
 from aigc_common.errors import ConfigError
+from aigc_safety import prefilter
 from aigc_safety.native_library import load_native
 from aigc_safety.normalize import is_cjk, normalize
 from aigc_safety.prefilter import clauses_of
@@ -343,15 +348,89 @@ class _Facts(NamedTuple):
     reach: int  # how far past a match's end it may read
 
 
+# Facts read from the on-disk cache (load_pattern_facts), by _facts_key; consulted before parsing.
+_FACTS_FROM_DISK: dict[str, _Facts] = {}
+_facts_on_disk: dict[Path, frozenset[str]] = {}  # cache file -> the keys it holds (read or written)
+# What the facts depend on besides the pattern: this analysis, the prefilter's, Python's parser.
+_FACTS_FORMAT = 1
+_FACTS_CODE = hashlib.sha256(
+    b"".join(Path(m).read_bytes() for m in (__file__, prefilter.__file__)) + sys.version.encode()
+).hexdigest()[:16]
+
+
+def _facts_key(pattern: re.Pattern[str]) -> str:
+    return hashlib.sha256(f"{pattern.flags}\0{pattern.pattern}".encode("utf-8", "surrogatepass")).hexdigest()[
+        :32
+    ]
+
+
+def load_pattern_facts(path: Path) -> int:
+    """Reads facts worked out by an earlier load (``save_pattern_facts``), so that this one parses
+    only the patterns that are new: half of loading the shipped policy set is that analysis. A
+    file from other code or another Python, or one that does not read, is ignored (the facts are
+    then worked out again). Returns how many facts were read."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        if document.get("format") != _FACTS_FORMAT or document.get("code") != _FACTS_CODE:
+            return 0
+        loaded = {
+            key: _Facts(
+                tuple(frozenset(words) for words in clauses),
+                None if width is None else int(width),
+                int(reach),
+            )
+            for key, (clauses, width, reach) in document["facts"].items()
+        }
+    except FileNotFoundError:
+        return 0
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.warning("pattern facts cache %s not used: %s", path, exc)
+        return 0
+    _FACTS_FROM_DISK.update(loaded)
+    _facts_on_disk[path] = frozenset(loaded)
+    return len(loaded)
+
+
+def save_pattern_facts(path: Path, packs: Sequence[RulePack]) -> bool:
+    """Writes the facts of every pattern of ``packs`` for the next load, unless the file already
+    holds exactly those (atomically; a failure to write is logged, not raised: the cache only
+    saves time). Returns True when the file was written."""
+    facts = {_facts_key(p): _facts(p) for pack in packs for rule in pack.rules for p in rule.patterns}
+    if _facts_on_disk.get(path) == frozenset(facts):
+        return False
+    document = {
+        "format": _FACTS_FORMAT,
+        "code": _FACTS_CODE,
+        "facts": {
+            key: [[sorted(words) for words in f.clauses], f.width, f.reach]
+            for key, f in sorted(facts.items())
+        },
+    }
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        partial.write_text(json.dumps(document, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
+        partial.replace(path)
+    except (OSError, ValueError) as exc:  # ValueError: a path with no file name
+        log.warning("pattern facts cache %s not written: %s", path, exc)
+        return False
+    _facts_on_disk[path] = frozenset(facts)
+    return True
+
+
 @functools.lru_cache(maxsize=4096)  # one analysis per pattern, however many scanners use it
 def _facts(pattern: re.Pattern[str]) -> _Facts:
     """Parses ``pattern`` once and keeps only the facts: a pack's parse trees hold hundreds of
     thousands of objects, which kept alive would make every full garbage collection of the
-    serving process slow (and building them with the trees alive, the load itself).
+    serving process slow (and building them with the trees alive, the load itself). Facts read
+    from the on-disk cache (:func:`load_pattern_facts`) are taken as they are.
 
     ``reach`` is the widest look-ahead, plus one for ``\\b`` and ``$``; the pack's look-back when
     that is unbounded, nested or unknown. A window searched for the pattern extends this far past
     the furthest possible match end."""
+    known = _FACTS_FROM_DISK.get(_facts_key(pattern)) if _FACTS_FROM_DISK else None
+    if known is not None:
+        return known
     try:
         tree = sre_parse.parse(pattern.pattern, pattern.flags)
     except re.error:

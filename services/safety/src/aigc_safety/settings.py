@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from aigc_common.kafka import Topics
@@ -43,6 +43,19 @@ class SafetySettings(ServiceSettings):
     reload_interval_seconds: float = Field(
         2.0, ge=0, description="How often pack and policy files are re-read for hot reload; 0 turns it off."
     )
+    facts_cache: Path | None = Field(
+        default_factory=lambda: Path.home() / ".cache" / "aigc" / "safety-pattern-facts.json",
+        description="File where the analysis of each rule pattern (trigger words, widths) is kept between "
+        "loads, so a start-up parses only new patterns (about half the policy load); unset (empty) works "
+        "everything out each time. Keyed by pattern, analysis code and Python version; unwritable is only "
+        "logged.",
+    )
+
+    @field_validator("facts_cache", mode="before")
+    @classmethod
+    def _empty_is_off(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
     gc_freeze: bool = Field(
         True,
         description="After start-up and after each applied reload, exempt the loaded objects from the "
