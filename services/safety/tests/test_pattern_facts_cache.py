@@ -18,21 +18,21 @@ version: 1
 fragments:
   ask: '(?:how (?:do|can) i|teach me to|ways to)'
 rules:
-  - id: en.crime.counterfeit.001
+  - id: en.fraud.fake_goods.010
     category: crimes_illegal
-    severity: 4
+    severity: 3
     action: block
     language: en
-    description: Selling counterfeit goods. Internal policy SHOP-1.
+    description: Passing off fakes as brand goods (trademark law art. 57).
     patterns:
       - '(?&ask) (?:sell|ship) (?:fake|counterfeit) (?:bags|watches)'
       - 'replica (?:rolex|gucci)(?= for sale)'
-  - id: zh.crime.counterfeit.001
+  - id: zh.fraud.fake_goods.010
     category: crimes_illegal
-    severity: 4
+    severity: 3
     action: block
     language: zh
-    description: 售假。Internal policy SHOP-2.
+    description: 以假充真（商标法第五十七条）。
     patterns: ['(?:怎么|如何)(?:卖|出售).{0,6}(?:假货|高仿)']
 """
 POLICY = "name: shop\nversion: 1\npacks: [shop]\nclassifier: {enabled: false}\n"
@@ -112,7 +112,7 @@ def test_a_file_from_other_code_is_ignored_and_replaced(tmp_path: Path, fresh: N
     store = PolicyStore(tmp_path / "packs", tmp_path / "policies", facts_cache=cache)
     assert [
         r.rule_id for r, _ in store.snapshot.policies["shop"].scanners[rules.Stage.INPUT].scan(TEXTS[0])
-    ] == ["en.crime.counterfeit.001"]
+    ] == ["en.fraud.fake_goods.010"]
     assert json.loads(cache.read_text(encoding="utf-8"))["code"] == document["code"], "rewritten"
 
 
